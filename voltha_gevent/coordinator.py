@@ -1,0 +1,261 @@
+"""The coordinator: one per process, owns all Consul traffic for coordination.
+
+It composes the duties that live for one session - the membership record, the election
+and any session-scoped duties the embedding adds (the worker) - and owns their greenlets:
+
+1. create a session (retrying while Consul is down) and start the duties with it;
+2. wait until the session is lost or shutdown is asked;
+3. on loss, **at once** (in the greenlet that noticed): halt the leader, tell every duty
+   the session ended so it stops acting on its locks (the worker fences its work), stop
+   the membership; then go back to 1 with a new session;
+4. on shutdown: the same halts, then destroy the session (so the leader lock and the
+   membership record go at once, not after a TTL) and stop every greenlet.
+
+Nothing keeps acting on locks of a dead session: every duty is halted before a new session
+exists. The coordinator never monkey-patches; the CLI entry point does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+import gevent.event
+import structlog
+
+from . import consul_api
+from .config import Config
+from .consul_api import ClientFactory, ConsulAPI, KVEntry, Retrying
+from .election import Election
+from .errors import Stopped
+from .keys import Keys
+from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
+from .session import SessionKeeper
+from .watch import Watch, WatchKind
+
+log = structlog.get_logger(__name__)
+
+#: Timeout of session calls (create, renew, destroy): short, so loss is noticed in time.
+SESSION_CALL_TIMEOUT = 5.0
+
+
+class SessionDuty(Protocol):
+    """Work that lives for one session (the worker is one)."""
+
+    def session_started(self, session_id: str) -> None: ...
+
+    def session_ended(self, *, lost: bool) -> None:
+        """Stop acting on every lock of the session now; called before any new session."""
+
+
+class Coordinator:
+    """Session, membership and leader election for one instance."""
+
+    def __init__(
+        self,
+        config: Config,
+        leader_class: Callable[[Coordinator], Any] | None = None,
+        *,
+        client_factory: ClientFactory | None = None,
+        duties: tuple[SessionDuty, ...] = (),
+    ) -> None:
+        self.config = config
+        self.keys = Keys(config.prefix)
+        self.instance_id = config.instance_id
+        self.leader_class = leader_class
+        factory = client_factory or consul_api.client_factory(config.client_settings())
+        self.api = ConsulAPI(factory(consul_api.CALL_TIMEOUT))
+        self.watch_api = ConsulAPI(factory(consul_api.long_poll_timeout(config.watch_wait)))
+        self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT))
+        self._stop = gevent.event.Event()
+        self.retry = Retrying(stop=self._stop)
+        self.session = SessionKeeper(
+            self.session_api,
+            self.retry,
+            name=f"voltha-{config.instance_id}",
+            ttl=config.session_ttl,
+            lock_delay=config.lock_delay,
+            check_ttl=config.check_ttl,
+            on_lost=self._on_session_lost,
+        )
+        self.record = MemberRecord(
+            instance_id=config.instance_id,
+            internal_host=config.internal_host,
+            external_host=config.advertised_host,
+            rest_port=config.rest_port,
+            capacity=config.capacity,
+            started_at=time.time(),
+        )
+        self.duties: list[SessionDuty] = list(duties)
+        self.membership: MembershipKeeper | None = None
+        self.election: Election | None = None
+        self.member_stats = MemberParseStats()
+        self._members: dict[str, MemberRecord] = {}
+        self._members_watch = Watch(
+            self.watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE,
+            wait=config.watch_wait, name="members-view",
+        )
+        self._leader_changed = gevent.event.Event()
+        self._main: gevent.Greenlet | None = None
+        self._ended_generation = 0
+        self.started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def add_duty(self, duty: SessionDuty) -> None:
+        """Register a session-scoped duty; only before :meth:`start`."""
+        if self.started:
+            raise RuntimeError("add duties before start()")
+        self.duties.append(duty)
+
+    def start(self) -> Coordinator:
+        """Start the coordinator's greenlets; idempotent."""
+        if not self.started:
+            self.started = True
+            self._stop.clear()
+            self._members_watch.start()
+            self._main = gevent.spawn(self._run)
+            self._main.name = "coordinator"
+            self._main.link_exception(self._crashed)
+            log.info("coordinator-started", instance_id=self.instance_id, prefix=self.config.prefix)
+        return self
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Halt the leader and duties, destroy the session, stop every greenlet. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._end_session(lost=False)
+        self.session.destroy()
+        self._members_watch.stop()
+        main, self._main = self._main, None
+        if main is not None and main is not gevent.getcurrent():
+            main.kill(block=True, timeout=timeout)
+        log.info("coordinator-stopped", instance_id=self.instance_id)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _crashed(self, greenlet: gevent.Greenlet) -> None:
+        log.critical("coordinator-crashed", error=repr(greenlet.exception))
+        self._stop.set()
+
+    # -- the session loop --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                session_id = self.session.create()
+            except Stopped:
+                return
+            self._start_session(session_id)
+            gevent.wait([self.session.lost, self._stop], count=1)
+            if not self._stop.is_set():
+                self._end_session(lost=True)
+                log.info("rejoining", instance_id=self.instance_id)
+
+    def _start_session(self, session_id: str) -> None:
+        common = dict(lock_delay=self.config.lock_delay, wait=self.config.watch_wait,
+                      on_session_invalid=self._session_invalid(session_id))
+        self.membership = MembershipKeeper(
+            self.api, self.watch_api, self.keys, self.record, session_id, **common
+        )
+        self.election = Election(
+            self.api, self.watch_api, self.keys, self.instance_id, session_id,
+            make_leader=self._make_leader if self.leader_class else None,
+            on_change=self._leader_changed.set, **common,
+        )
+        self.membership.start()
+        self.election.start()
+        for duty in self.duties:
+            duty.session_started(session_id)
+
+    def _end_session(self, *, lost: bool) -> None:
+        """Halt everything that acts on the current session's locks; once per session."""
+        if self._ended_generation == self.session.generation:
+            return
+        self._ended_generation = self.session.generation
+        if self.election is not None:
+            self.election.stop(release=not lost)
+        for duty in self.duties:
+            try:
+                duty.session_ended(lost=lost)
+            except Exception as exc:  # noqa: BLE001 - one duty's failure must not skip the others
+                log.error("duty-stop-failed", duty=type(duty).__name__, error=repr(exc))
+        if self.membership is not None:
+            self.membership.stop(release=False)
+
+    def _on_session_lost(self, session_id: str, reason: str) -> None:
+        self._end_session(lost=True)
+
+    def _session_invalid(self, session_id: str) -> Callable[[str], None]:
+        return lambda detail: self.session.mark_lost(session_id, f"consul: {detail}")
+
+    def _make_leader(self, epoch: int) -> Any:
+        assert self.leader_class is not None
+        return self.leader_class(self)
+
+    # -- members view ------------------------------------------------------------------
+
+    def _on_members(self, entries: list[KVEntry]) -> None:
+        members = parse_members(self.keys, entries, self.member_stats)
+        if set(members) != set(self._members):
+            log.info("membership-changed", members=sorted(members))
+        self._members = members
+
+    def members(self) -> dict[str, MemberRecord]:
+        """Live members as last seen (instance id -> record)."""
+        return dict(self._members)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str | None:
+        return self.session.session_id if self.session.live else None
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self.election and self.election.is_leader and self.session.live)
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.election.leader_id if self.election is not None else None
+
+    @property
+    def epoch(self) -> int:
+        return self.election.epoch if self.election is not None else 0
+
+    @property
+    def leader(self) -> Any:
+        return self.election.leader if self.election is not None else None
+
+    @property
+    def healthy(self) -> bool:
+        """Session live and membership record held: what ``/health`` reports."""
+        return bool(self.session.live and self.membership and self.membership.held)
+
+    def wait_for_leader(self, timeout: float | None = None) -> str | None:
+        """Block until some instance leads (or ``timeout``); its id, or None."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.leader_id is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._leader_changed.clear()
+            if self.leader_id is None:
+                self._leader_changed.wait(remaining)
+        return self.leader_id
+
+    # -- the seed's retrying KV proxies ------------------------------------------------
+
+    def kv_get(self, key: str) -> KVEntry | None:
+        return self.retry.call(lambda: self.api.get(key)[1], what="kv-get")
+
+    def kv_put(self, key: str, value: bytes | str) -> bool:
+        return self.retry.call(lambda: self.api.put(key, value), what="kv-put")
+
+    def kv_delete(self, key: str, recurse: bool = False) -> bool:
+        return self.retry.call(lambda: self.api.delete(key, recurse=recurse), what="kv-delete")

@@ -1,0 +1,108 @@
+"""Leader election: every node tries to hold ``<prefix>/leader`` with its session.
+
+Followers watch the key with a blocking query (no polling) and try again when it is free,
+after Consul's lock-delay. The holder's ``LockIndex`` is the **leader epoch**: it grows with
+every new holding, so a stale leader's work can be told apart from the current one's.
+
+Gaining the lock instantiates ``leader_class(coordinator)`` and starts it; losing it (key
+changed or deleted, session lost, shutdown) halts that leader before anything else happens.
+``leader_id`` and ``epoch`` always reflect the latest state seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gevent.event
+import structlog
+
+from .consul_api import ConsulAPI, KVEntry
+from .keys import Keys
+from .lock import SessionLock
+
+log = structlog.get_logger(__name__)
+
+
+class Election:
+    """Campaign for one session; ``make_leader()`` builds the leader role when we win."""
+
+    def __init__(
+        self,
+        api: ConsulAPI,
+        watch_api: ConsulAPI,
+        keys: Keys,
+        instance_id: str,
+        session_id: str,
+        *,
+        lock_delay: float,
+        wait: float,
+        make_leader: Callable[[int], Any] | None,
+        on_session_invalid: Callable[[str], None],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.make_leader = make_leader
+        self.on_change = on_change
+        self.leader_id: str | None = None
+        self.epoch = 0
+        self.leader: Any = None
+        self.is_leader = False
+        self.changed = gevent.event.Event()
+        self.lock = SessionLock(
+            api,
+            watch_api,
+            keys.leader,
+            instance_id,
+            session_id,
+            lock_delay=lock_delay,
+            wait=wait,
+            name="election",
+            on_acquired=self._won,
+            on_lost=self.halt_leader,
+            on_holder=self._holder,
+            on_session_invalid=on_session_invalid,
+        )
+
+    def start(self) -> None:
+        self.lock.start()
+
+    def stop(self, *, release: bool = False) -> None:
+        """Halt the leader first, then stop campaigning (releasing the key if asked)."""
+        self.halt_leader()
+        self.lock.stop(release=release)
+        self.leader_id = None
+        self._notify()
+
+    def _won(self, entry: KVEntry) -> None:
+        self.is_leader = True
+        self.leader_id = self.instance_id
+        self.epoch = entry.lock_index
+        log.info("became-leader", instance_id=self.instance_id, epoch=self.epoch)
+        if self.make_leader is not None:
+            self.leader = self.make_leader(self.epoch)
+            self.leader.start()
+        self._notify()
+
+    def halt_leader(self) -> None:
+        """Stop acting as leader at once; idempotent."""
+        leader, self.leader = self.leader, None
+        if self.is_leader:
+            self.is_leader = False
+            log.warning("lost-leadership", instance_id=self.instance_id, epoch=self.epoch)
+        if leader is not None:
+            leader.stop()
+        self._notify()
+
+    def _holder(self, entry: KVEntry | None) -> None:
+        leader_id = entry.text() if entry is not None else None
+        epoch = entry.lock_index if entry is not None else self.epoch
+        if (leader_id, epoch) != (self.leader_id, self.epoch):
+            self.leader_id, self.epoch = leader_id, epoch
+            log.info("leader-changed", leader=leader_id, epoch=epoch)
+            self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        if self.on_change is not None:
+            self.on_change()

@@ -1,0 +1,85 @@
+"""The Consul key layout under one prefix, in one place.
+
+::
+
+    <prefix>/leader                        lock held by the leader's session; value: instance id
+    <prefix>/members/<instance_id>         lock held by each member's session; value: JSON record
+    <prefix>/workload/<item>               administrator's items; value opaque to voltha-gevent
+    <prefix>/assignments/<member>/<item>   written by the leader; value: JSON {"epoch": N}
+    <prefix>/owners/<item>                 lock held by the owning worker's session; value: instance id
+
+Items and members are direct children of their folder; anything nested deeper, or with a
+name outside :data:`NAME_RE`, is not ours to interpret and is skipped by the readers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: Names that are safe as one Consul key segment in every Consul version.
+NAME_RE = re.compile(r"^[A-Za-z0-9_\-.,]{1,256}$")
+
+
+def valid_name(name: str) -> bool:
+    return bool(NAME_RE.match(name)) and name not in (".", "..")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one deployment prefix (``service/voltha`` by default)."""
+
+    prefix: str
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}/leader"
+
+    @property
+    def members(self) -> str:
+        return f"{self.prefix}/members/"
+
+    def member(self, instance_id: str) -> str:
+        return f"{self.members}{instance_id}"
+
+    @property
+    def workload(self) -> str:
+        return f"{self.prefix}/workload/"
+
+    def item(self, item: str) -> str:
+        return f"{self.workload}{item}"
+
+    @property
+    def assignments(self) -> str:
+        return f"{self.prefix}/assignments/"
+
+    def assignments_of(self, member: str) -> str:
+        return f"{self.assignments}{member}/"
+
+    def assignment(self, member: str, item: str) -> str:
+        return f"{self.assignments_of(member)}{item}"
+
+    @property
+    def owners(self) -> str:
+        return f"{self.prefix}/owners/"
+
+    def owner(self, item: str) -> str:
+        return f"{self.owners}{item}"
+
+
+def child_name(folder: str, key: str) -> str | None:
+    """The direct child's name of ``key`` under ``folder``, or None (nested, bad, the folder)."""
+    if not key.startswith(folder):
+        return None
+    name = key[len(folder) :]
+    return name if valid_name(name) else None
+
+
+def split_assignment(folder: str, key: str) -> tuple[str, str] | None:
+    """``(member, item)`` of an ``assignments/<member>/<item>`` key, or None when malformed."""
+    if not key.startswith(folder):
+        return None
+    parts = key[len(folder) :].split("/")
+    if len(parts) != 2 or not all(valid_name(p) for p in parts):
+        return None
+    return parts[0], parts[1]

@@ -1,0 +1,176 @@
+"""A Consul lock held by the session: acquire, keep, and notice at once when it is gone.
+
+The recipe behind membership, election and item ownership (as kazoo's election reuses its
+lock). One greenlet watches the key with a blocking query and acts on the latest state:
+
+* key free (absent, or no ``Session``): try ``acquire``; a refusal on a free key is
+  Consul's lock-delay, so wait ``lock_delay`` and try again;
+* key held by our session: HELD - ``on_acquired(entry)`` fires once per acquisition, with
+  the entry whose ``LockIndex`` is the epoch of this holding;
+* key held by another session: WAITING - ``on_holder(entry)`` reports who; nothing is
+  polled, the blocking query wakes us when it changes.
+
+Losing the lock (the key was deleted, released or taken over) calls ``on_lost()`` before
+anything else happens. If Consul answers that the session is invalid, ``on_session_invalid``
+is called and the lock stops: the session keeper then declares the session lost. Stopping
+(``stop(release=True)``) releases the key when held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+import gevent
+import gevent.event
+import structlog
+
+from .consul_api import ConsulAPI, KVEntry
+from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
+from .watch import Watch, WatchKind
+
+log = structlog.get_logger(__name__)
+
+#: Retry pause after a failed acquire call (Consul unreachable).
+ACQUIRE_RETRY = 1.0
+
+
+class LockState(Enum):
+    """WAITING (not held) <-> HELD; STOPPED once stopped or the session died."""
+
+    WAITING = "waiting"
+    HELD = "held"
+    STOPPED = "stopped"
+
+
+class SessionLock:
+    """Hold ``key`` with ``session_id`` and value ``value`` for as long as possible."""
+
+    def __init__(
+        self,
+        api: ConsulAPI,
+        watch_api: ConsulAPI,
+        key: str,
+        value: bytes | str,
+        session_id: str,
+        *,
+        lock_delay: float,
+        wait: float,
+        name: str,
+        on_acquired: Callable[[KVEntry], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+        on_holder: Callable[[KVEntry | None], None] | None = None,
+        on_session_invalid: Callable[[str], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.key = key
+        self.value = value
+        self.session_id = session_id
+        self.lock_delay = lock_delay
+        self.name = name
+        self.on_acquired = on_acquired
+        self.on_lost = on_lost
+        self.on_holder = on_holder
+        self.on_session_invalid = on_session_invalid
+        self.state = LockState.WAITING
+        self.entry: KVEntry | None = None
+        self.acquisitions = 0
+        self._changed = gevent.event.Event()
+        self._stop = gevent.event.Event()
+        self._watch = Watch(
+            watch_api, key, self._on_entry, kind=WatchKind.KEY, wait=wait, name=f"{name}-watch"
+        )
+        self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.state is LockState.HELD
+
+    def start(self) -> SessionLock:
+        if self._greenlet is None:
+            self._watch.start()
+            self._greenlet = gevent.spawn(self._run)
+            self._greenlet.name = self.name
+        return self
+
+    def stop(self, *, release: bool = False, timeout: float = 2.0) -> None:
+        """Stop watching; with ``release`` give the key back if we hold it. Idempotent."""
+        was_held = self.held
+        self._stop.set()
+        self.state = LockState.STOPPED
+        self._watch.stop(timeout)
+        greenlet, self._greenlet = self._greenlet, None
+        if greenlet is not None and greenlet is not gevent.getcurrent():
+            greenlet.kill(block=True, timeout=timeout)
+        if release and was_held:
+            try:
+                self.api.release(self.key, self.session_id)
+            except (ConsulUnavailable, ConsulRejected, SessionInvalid) as exc:
+                log.warning("lock-release-failed", lock=self.name, error=str(exc))
+
+    def update_value(self, value: bytes | str) -> None:
+        """Change the value; re-acquiring with our own session rewrites it in place."""
+        self.value = value
+        self._changed.set()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _on_entry(self, entry: KVEntry | None) -> None:
+        self.entry = entry
+        self._changed.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait()
+            if self._stop.is_set():
+                return
+            self._changed.clear()
+            retry_in = self._step(self.entry)
+            if retry_in is not None and not self._changed.wait(retry_in):
+                self._changed.set()
+
+    def _step(self, entry: KVEntry | None) -> float | None:
+        """Act on the latest state; a number means "look again after that many seconds"."""
+        holder = entry.session if entry is not None else None
+        if holder == self.session_id:
+            self._became_held(entry)  # type: ignore[arg-type]
+            if entry is not None and entry.value != _as_bytes(self.value):
+                return self._try_acquire()
+            return None
+        if self.state is LockState.HELD:
+            self.state = LockState.WAITING
+            log.warning("lock-lost", lock=self.name, key=self.key, holder=holder)
+            if self.on_lost is not None:
+                self.on_lost()
+        if self.on_holder is not None:
+            self.on_holder(entry if holder else None)
+        if holder:
+            return None
+        return self._try_acquire()
+
+    def _became_held(self, entry: KVEntry) -> None:
+        if self.state is not LockState.HELD:
+            self.state = LockState.HELD
+            self.acquisitions += 1
+            log.info("lock-acquired", lock=self.name, key=self.key, lock_index=entry.lock_index)
+            if self.on_acquired is not None:
+                self.on_acquired(entry)
+
+    def _try_acquire(self) -> float | None:
+        try:
+            if self.api.acquire(self.key, self.value, self.session_id):
+                return None  # the watch delivers the held entry
+            return max(self.lock_delay, 0.1)
+        except SessionInvalid as exc:
+            self.state = LockState.STOPPED
+            self._stop.set()
+            if self.on_session_invalid is not None:
+                self.on_session_invalid(str(exc))
+            return None
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            log.warning("lock-acquire-failed", lock=self.name, error=str(exc))
+            return ACQUIRE_RETRY
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value

@@ -1,0 +1,193 @@
+"""This process's one Consul session: create, renew, notice loss at once, destroy.
+
+Every lock the node holds (membership record, leader key, ownership of items) is tied to
+this session. The keeper guarantees that ``lost`` is set - and ``on_lost`` called, once per
+session - as soon as either is true:
+
+* Consul answers that the session is gone (renew 404, or an acquire says "invalid session");
+* no renewal has succeeded for a whole TTL (Consul may still count it alive for up to 2 x
+  TTL, but this node can no longer prove it, so it stops acting on its locks first).
+
+Optionally the session is also tied to an agent TTL health check that this process keeps
+passing every ``check_ttl / 3``: a crashed or frozen process then loses its session about
+``check_ttl`` after its last pass instead of up to ``2 x session_ttl``.
+
+Sessions use ``behavior=delete``: the keys they hold are locks and ephemeral records
+(leader, members, owners), so Consul deleting them on invalidation is exactly "released",
+and no dead member's record lingers as an unlocked key for readers to filter out.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from enum import Enum
+
+import gevent
+import gevent.event
+import structlog
+
+from .consul_api import ConsulAPI, Retrying
+from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
+
+log = structlog.get_logger(__name__)
+
+#: Pause between renew attempts after a failure.
+RENEW_RETRY_INTERVAL = 1.0
+
+
+class SessionState(Enum):
+    """IDLE -> LIVE (created) -> LOST (invalid or unrenewable) | DESTROYED (by us)."""
+
+    IDLE = "idle"
+    LIVE = "live"
+    LOST = "lost"
+    DESTROYED = "destroyed"
+
+
+class SessionKeeper:
+    """Creates and renews one session at a time; ``generation`` counts sessions made."""
+
+    def __init__(
+        self,
+        api: ConsulAPI,
+        retry: Retrying,
+        *,
+        name: str,
+        ttl: int,
+        lock_delay: float,
+        check_ttl: float = 0.0,
+        on_lost: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.retry = retry
+        self.name = name
+        self.ttl = ttl
+        self.lock_delay = lock_delay
+        self.check_ttl = check_ttl
+        self.on_lost = on_lost
+        self.service_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.check_id: str | None = None
+        self.session_id: str | None = None
+        self.state = SessionState.IDLE
+        self.generation = 0
+        self.renewals = 0
+        self.losses = 0
+        self.last_renewal = 0.0
+        self.lost = gevent.event.Event()
+        self._greenlets: list[gevent.Greenlet] = []
+
+    @property
+    def live(self) -> bool:
+        return self.state is SessionState.LIVE
+
+    # -- create ------------------------------------------------------------------------
+
+    def create(self) -> str:
+        """A new live session (retrying while Consul is unavailable); starts renewing it."""
+        checks: list[str] | None = None
+        if self.check_ttl:
+            self.retry.call(self._register_check, what="register-check")
+            checks = ["serfHealth", self.check_id]  # type: ignore[list-item]
+        session_id = self.retry.call(
+            lambda: self.api.create_session(
+                name=self.name, ttl=self.ttl, behavior="delete", lock_delay=self.lock_delay, checks=checks
+            ),
+            what="create-session",
+        )
+        self.session_id = session_id
+        self.generation += 1
+        self.state = SessionState.LIVE
+        self.last_renewal = time.monotonic()
+        self.lost.clear()
+        log.info("session-created", session=session_id, ttl=self.ttl, generation=self.generation)
+        self._spawn(self._renew_loop, session_id)
+        if self.check_ttl:
+            self._spawn(self._check_loop, session_id)
+        return session_id
+
+    def _register_check(self) -> None:
+        self.check_id = self.api.register_ttl_check(self.service_id, self.name, self.check_ttl)
+        self.api.pass_check(self.check_id)
+
+    def _spawn(self, fn: Callable[[str], None], session_id: str) -> None:
+        self._greenlets = [g for g in self._greenlets if not g.dead]
+        greenlet = gevent.spawn(fn, session_id)
+        greenlet.name = f"{fn.__name__}:{session_id[:8]}"
+        self._greenlets.append(greenlet)
+
+    # -- renew -------------------------------------------------------------------------
+
+    def _renew_loop(self, session_id: str) -> None:
+        interval = self.ttl / 3.0
+        while self._current(session_id):
+            if self.lost.wait(interval):
+                return
+            while self._current(session_id):
+                try:
+                    self.api.renew_session(session_id)
+                except SessionInvalid as exc:
+                    self.mark_lost(session_id, f"renew: {exc}")
+                    return
+                except (ConsulUnavailable, ConsulRejected) as exc:
+                    if time.monotonic() - self.last_renewal >= self.ttl:
+                        self.mark_lost(session_id, f"no renewal for a whole TTL: {exc}")
+                        return
+                    log.warning("session-renew-failed", session=session_id, error=str(exc))
+                    if self.lost.wait(RENEW_RETRY_INTERVAL):
+                        return
+                    continue
+                self.renewals += 1
+                self.last_renewal = time.monotonic()
+                break
+
+    def _check_loop(self, session_id: str) -> None:
+        interval = max(0.2, self.check_ttl / 3.0)
+        while self._current(session_id):
+            try:
+                self.api.pass_check(self.check_id or "")
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                log.warning("health-check-pass-failed", check=self.check_id, error=str(exc))
+            if self.lost.wait(interval):
+                return
+
+    def _current(self, session_id: str) -> bool:
+        return self.session_id == session_id and self.state is SessionState.LIVE
+
+    # -- loss and destroy --------------------------------------------------------------
+
+    def mark_lost(self, session_id: str | None, reason: str) -> None:
+        """Declare ``session_id`` lost (idempotent; ignores stale ids)."""
+        if session_id is None or not self._current(session_id):
+            return
+        self.state = SessionState.LOST
+        self.losses += 1
+        log.error("session-lost", session=session_id, reason=reason)
+        self.lost.set()
+        if self.on_lost is not None:
+            self.on_lost(session_id, reason)
+
+    def destroy(self) -> None:
+        """Destroy the session (releasing its locks at once) and the health check; best effort."""
+        session_id = self.session_id
+        self.state = SessionState.DESTROYED
+        self.lost.set()
+        self._join_greenlets()
+        if session_id:
+            try:
+                self.api.destroy_session(session_id)
+                log.info("session-destroyed", session=session_id)
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                log.warning("session-destroy-failed", session=session_id, error=str(exc))
+        if self.check_id:
+            try:
+                self.api.deregister_service(self.service_id)
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                log.warning("check-deregister-failed", service=self.service_id, error=str(exc))
+            self.check_id = None
+
+    def _join_greenlets(self) -> None:
+        greenlets, self._greenlets = self._greenlets, []
+        current = gevent.getcurrent()
+        gevent.killall([g for g in greenlets if g is not current], block=True, timeout=2.0)
