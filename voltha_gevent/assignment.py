@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -132,24 +133,20 @@ class LoadStats:
 # --------------------------------------------------------------------------- hashing
 
 
-def _hash(key: str) -> int:
-    """uhashring's default key hash (md5 of ``str(key)`` as a big-endian integer)."""
-    return int.from_bytes(md5(str(key).encode("utf-8")).digest(), "big")
-
-
 @dataclass(frozen=True)
 class _Ring:
     """An immutable view of a uhashring continuum, indexed by member number."""
 
     names: tuple[str, ...]  # member ids, sorted
-    points: tuple[int, ...]  # sorted point hashes
+    points: tuple[bytes, ...]  # sorted point hashes as 16-byte big-endian md5 digests
     owners: tuple[int, ...]  # member number of each point
     member_points: tuple[tuple[int, ...], ...]  # point indices of each member
 
-    def position(self, key_hash: int) -> int:
-        """Index of the first point clockwise from ``key_hash`` (uhashring's rule)."""
-        pos = bisect_right(self.points, key_hash)
-        return 0 if pos == len(self.points) else pos
+    def positions(self, key_hashes: Iterable[bytes]) -> list[int]:
+        """Index of the first point clockwise from each hash (uhashring's rule:
+        bisect right, wrapping past the last point to the first)."""
+        points, n_points = self.points, len(self.points)
+        return [bisect_right(points, h) % n_points for h in key_hashes]
 
 
 def _check_members(members: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
@@ -187,15 +184,34 @@ def _build_ring(members: tuple[tuple[str, float], ...], vnodes: int) -> _Ring:
         member_points[owner].append(point_index)
     return _Ring(
         names=names,
-        points=tuple(point for point, _ in ring_points),
+        points=tuple(point.to_bytes(16, "big") for point, _ in ring_points),
         owners=owners,
         member_points=tuple(tuple(p) for p in member_points),
     )
 
 
-def _ordered_items(items: Iterable[str]) -> tuple[list[str], list[int]]:
-    """Distinct items sorted by (hash, id) and their hashes: the canonical order."""
-    pairs = sorted({(_hash(item), item) for item in items})
+def _ordered_items(items: Iterable[str]) -> tuple[list[str], list[bytes]]:
+    """Distinct items sorted by (hash, id) and their hashes: the canonical order.
+
+    Hashes are uhashring's md5 kept as 16-byte digests: bytes order equals the order
+    of uhashring's big-endian integers and skips 100k int conversions.  Sorting an
+    index by digest is several times faster than sorting (hash, id) tuples; ids only
+    break ties between distinct items with equal md5, fixed up afterwards.
+    """
+    distinct = list(set(items))
+    hashes = [md5(item.encode("utf-8")).digest() for item in distinct]
+    order = sorted(range(len(distinct)), key=hashes.__getitem__)
+    ordered = [distinct[i] for i in order]
+    ordered_hashes = [hashes[i] for i in order]
+    for i in range(1, len(ordered_hashes)):
+        if ordered_hashes[i] == ordered_hashes[i - 1]:
+            return _sort_ties(ordered, ordered_hashes)
+    return ordered, ordered_hashes
+
+
+def _sort_ties(ordered: list[str], hashes: list[bytes]) -> tuple[list[str], list[bytes]]:
+    """Slow path for md5 collisions: sort by (hash, id) so set order cannot leak in."""
+    pairs = sorted(zip(hashes, ordered, strict=True))
     return [item for _, item in pairs], [h for h, _ in pairs]
 
 
@@ -204,11 +220,15 @@ def _ordered_items(items: Iterable[str]) -> tuple[list[str], list[int]]:
 
 @dataclass
 class _State:
-    """Mutable working state of one computation; members and items are numbered."""
+    """Mutable working state of one computation; members and items are numbered.
+
+    Items are numbered in canonical (hash) order, so an item's number is also its
+    deterministic tie-breaker and the items hashing into one ring arc are contiguous.
+    """
 
     ring: _Ring
     items: list[str]
-    positions: list[int]  # ring point index of each item
+    hashes: list[bytes]
     shares: list[float]
     floors: list[int]
     caps: list[int]
@@ -225,11 +245,24 @@ class _State:
 
     def ring_owner(self, item: int) -> int:
         """The member whose ring arc the item hashes into."""
-        return self.ring.owners[self.positions[item]]
+        return self.ring.owners[self.ring.positions((self.hashes[item],))[0]]
+
+    def natural_items(self, member: int) -> list[int]:
+        """Items hashing into the member's arcs, in canonical order, found by bisecting
+        the sorted hashes at each arc's ends (no pass over all K items)."""
+        points, hashes = self.ring.points, self.hashes
+        ranges = []
+        for p in self.ring.member_points[member]:
+            hi = bisect_left(hashes, points[p])
+            if p == 0:  # the first arc wraps around past the last point
+                ranges.append((bisect_left(hashes, points[-1]), len(hashes)))
+                ranges.append((0, hi))
+            else:
+                ranges.append((bisect_left(hashes, points[p - 1]), hi))
+        return [item for lo, hi in sorted(ranges) for item in range(lo, hi)]
 
     def result(self) -> dict[str, str]:
-        names = self.ring.names
-        return {item: names[m] for item, m in zip(self.items, self.owner, strict=True)}
+        return dict(zip(self.items, map(self.ring.names.__getitem__, self.owner), strict=True))
 
 
 def _new_state(members: Mapping[str, float], items: Iterable[str], epsilon: float, vnodes: int) -> _State:
@@ -241,7 +274,7 @@ def _new_state(members: Mapping[str, float], items: Iterable[str], epsilon: floa
     return _State(
         ring=ring,
         items=ordered,
-        positions=[ring.position(h) for h in hashes],
+        hashes=hashes,
         shares=shares,
         floors=[min(math.ceil((1.0 - epsilon) * s), math.floor(s)) for s in shares],
         caps=[math.ceil((1.0 + epsilon) * s) for s in shares],
@@ -250,20 +283,20 @@ def _new_state(members: Mapping[str, float], items: Iterable[str], epsilon: floa
     )
 
 
-def _walk_place(state: _State, pending: list[int], limits: Sequence[int]) -> list[int]:
+def _walk_place(state: _State, pending: list[int], positions: list[int], limits: Sequence[int]) -> int:
     """Bounded-loads walk: put each pending item on the first member clockwise from its
-    ring position whose load is under ``limits[m]``; return the items left over once
-    every member has reached its limit.
+    ring position whose load is under ``limits[m]``.  Returns how many items were
+    placed (a prefix of ``pending``): it stops when every member reached its limit.
 
     Full members' points are skipped with a union-find "next open point" table, so a
     pass costs O(points + items) however crowded the ring gets (a naive walk is
     quadratic when most members are full).
     """
-    ring, load = state.ring, state.load
-    n_points = len(ring.points)
-    nxt = list(range(n_points + 1))  # nxt[p] == p means point p is open; n_points is a sentinel
+    load, owner, owners, member_points = state.load, state.owner, state.ring.owners, state.ring.member_points
+    n_points = len(owners)
+    nxt = list(range(n_points + 1))  # nxt[p] == p: point p is open; n_points is a sentinel
     open_members = 0
-    for member, points in enumerate(ring.member_points):
+    for member, points in enumerate(member_points):
         if load[member] >= limits[member]:
             for p in points:
                 nxt[p] = p + 1
@@ -276,59 +309,81 @@ def _walk_place(state: _State, pending: list[int], limits: Sequence[int]) -> lis
             p = nxt[p]
         return p
 
-    for done, item in enumerate(pending):
+    for done, (item, position) in enumerate(zip(pending, positions, strict=True)):
         if open_members == 0:
-            return pending[done:]
-        p = find(state.positions[item])
+            return done
+        p = find(position)
         if p == n_points:
             p = find(0)
-        member = ring.owners[p]
-        state.assign(item, member)
+        member = owners[p]
+        owner[item] = member  # pending items are unowned: no previous load to drop
+        load[member] += 1
         if load[member] >= limits[member]:
             open_members -= 1
-            for q in ring.member_points[member]:
+            for q in member_points[member]:
                 nxt[q] = q + 1
-    return []
+    return len(pending)
 
 
-def _place_pending(state: _State, pending: list[int]) -> None:
-    """Place unowned items with rising limits: floor, then fair share, then capacity."""
-    targets = [max(f, math.floor(s)) for f, s in zip(state.floors, state.shares, strict=True)]
-    for limits in (state.floors, targets, state.caps):
-        pending = _walk_place(state, pending, limits)
+def _place_pending(state: _State, pending: list[int], limit_passes: Sequence[Sequence[int]]) -> None:
+    """Place unowned items (canonical order) in passes of rising per-member limits."""
+    positions = state.ring.positions(state.hashes[item] for item in pending)
+    for limits in limit_passes:
+        done = _walk_place(state, pending, positions, limits)
+        pending, positions = pending[done:], positions[done:]
         if not pending:
             return
     raise AssertionError("capacities sum to at least K; every item must have been placed")
 
 
+def _limit_passes(state: _State) -> tuple[list[int], list[int], list[int]]:
+    """Floor first (short members), then the fair share, then the capacity."""
+    targets = [max(f, math.floor(s)) for f, s in zip(state.floors, state.shares, strict=True)]
+    return state.floors, targets, state.caps
+
+
 def _keep_current(state: _State, current: Mapping[str, str]) -> list[int]:
     """Keep each item with its live current owner up to that owner's capacity.
 
-    An owner over capacity (K shrank, a member joined, weights changed) keeps first
-    the items that hash into its own arcs, then those whose ring owner has enough
-    items already, so the shed items tend to be the ones a short member wants.
-    Returns the items left unowned, in canonical order.
+    Returns the items left unowned (new, orphaned or shed), in canonical order.
     """
     index = {name: i for i, name in enumerate(state.ring.names)}
-    held: list[list[int]] = [[] for _ in state.ring.names]
-    for item, name in enumerate(state.items):
-        member = index.get(current.get(name, ""), -1)
-        if member >= 0:
-            held[member].append(item)
-    for member, its_items in enumerate(held):
-        if len(its_items) > state.caps[member]:
-            its_items.sort(key=lambda i, m=member: _shed_rank(state, held, i, m))
-        for item in its_items[: state.caps[member]]:
-            state.assign(item, member)
+    holders = list(map(index.get, map(current.get, state.items)))  # index.get(None) is None
+    counts = Counter(holders)
+    counts.pop(None, None)
+    state.owner[:] = [-1 if m is None else m for m in holders]
+    for member, count in counts.items():
+        state.load[member] = count
+    over = {m for m, count in counts.items() if count > state.caps[m]}
+    if over:
+        _shed_excess(state, over, counts)
     return [item for item, member in enumerate(state.owner) if member < 0]
 
 
-def _shed_rank(state: _State, held: list[list[int]], item: int, holder: int) -> tuple[int, int]:
+def _shed_excess(state: _State, over: set[int], counts: Mapping[int, int]) -> None:
+    """Unassign the excess of members over capacity (K shrank, a member joined).
+
+    A holder keeps first the items hashing into its own arcs, then those whose ring
+    owner has enough already; it sheds first items a short member wants, so the
+    floor pass of the walk hands them straight to that member.
+    """
+    held: dict[int, list[int]] = {m: [] for m in over}
+    for item, member in enumerate(state.owner):
+        if member in held:
+            held[member].append(item)
+    for member in sorted(over):
+        ranked = sorted(held[member], key=lambda i, m=member: _shed_rank(state, counts, i, m))
+        for item in ranked[state.caps[member] :]:
+            state.owner[item] = -1
+            state.load[member] -= 1
+
+
+def _shed_rank(state: _State, counts: Mapping[int, int], item: int, holder: int) -> tuple[int, int]:
     """Sort key for an over-capacity holder: low keeps, high sheds."""
     natural = state.ring_owner(item)
     if natural == holder:
         return (0, item)
-    wanted = len(held[natural]) < state.floors[natural]
+    wanted = counts.get(natural, 0) < state.floors[natural]
     return (2 if wanted else 1, item)
 
 
@@ -342,22 +397,17 @@ def _fill_floors(state: _State) -> None:
     always exists.
     """
     needy = [m for m in range(len(state.load)) if state.load[m] < state.floors[m]]
-    if not needy:
-        return
-    natural: list[list[int]] = [[] for _ in state.load]
-    for item in range(len(state.items)):
-        natural[state.ring_owner(item)].append(item)
     for member in needy:
-        _take_natural(state, member, natural[member])
-    for member in needy:
-        _take_from_richest(state, member)
+        _take_natural(state, member, state.natural_items(member))
+    still_needy = [m for m in needy if state.load[m] < state.floors[m]]
+    if still_needy:
+        _take_from_richest(state, still_needy)
 
 
 def _take_natural(state: _State, member: int, candidates: list[int]) -> None:
     """Move the member's natural items to it, from rich donors first."""
     load, floors = state.load, state.floors
-    thresholds = ([math.ceil(s) for s in state.shares], floors)
-    for threshold in thresholds:
+    for threshold in ([math.ceil(s) for s in state.shares], floors):
         for item in candidates:
             if load[member] >= floors[member]:
                 return
@@ -366,21 +416,20 @@ def _take_natural(state: _State, member: int, candidates: list[int]) -> None:
                 state.assign(item, member)
 
 
-def _take_from_richest(state: _State, member: int) -> None:
-    """Fallback: move items from the member with the highest load/share ratio."""
+def _take_from_richest(state: _State, needy: list[int]) -> None:
+    """Fallback: move items (lowest hash first) from the highest load/share ratio."""
     load, floors = state.load, state.floors
-    if load[member] >= floors[member]:
-        return
     held: list[list[int]] = [[] for _ in load]
     for item in reversed(range(len(state.items))):
         held[state.owner[item]].append(item)
     heap = [(-load[m] / state.shares[m], m) for m in range(len(load)) if load[m] > floors[m]]
     heapq.heapify(heap)
-    while load[member] < floors[member]:
-        _, donor = heapq.heappop(heap)
-        state.assign(held[donor].pop(), member)
-        if load[donor] > floors[donor]:
-            heapq.heappush(heap, (-load[donor] / state.shares[donor], donor))
+    for member in needy:
+        while load[member] < floors[member]:
+            _, donor = heapq.heappop(heap)
+            state.assign(held[donor].pop(), member)
+            if load[donor] > floors[donor]:
+                heapq.heappush(heap, (-load[donor] / state.shares[donor], donor))
 
 
 # ------------------------------------------------------------------------ public API
@@ -407,7 +456,7 @@ def desired_assignment(
         pending = _keep_current(state, current)
     else:
         pending = list(range(len(state.items)))
-    _place_pending(state, pending)
+    _place_pending(state, pending, _limit_passes(state))
     _fill_floors(state)
     return state.result()
 
@@ -427,7 +476,8 @@ def plain_ring_assignment(
         return {}
     ring = _ring_for(members, vnodes)
     ordered, hashes = _ordered_items(items)
-    return {item: ring.names[ring.owners[ring.position(h)]] for item, h in zip(ordered, hashes, strict=True)}
+    owners = [ring.names[ring.owners[p]] for p in ring.positions(hashes)]
+    return dict(zip(ordered, owners, strict=True))
 
 
 def plain_bounded_assignment(
@@ -441,9 +491,7 @@ def plain_bounded_assignment(
     if not members:
         return {}
     state = _new_state(members, items, epsilon, vnodes)
-    leftover = _walk_place(state, list(range(len(state.items))), state.caps)
-    if leftover:
-        raise AssertionError("capacities sum to at least K; every item must have been placed")
+    _place_pending(state, list(range(len(state.items))), (state.caps,))
     return state.result()
 
 
