@@ -1,0 +1,344 @@
+"""The leader: track members and workload, soak, assign, orchestrate handovers, fenced.
+
+Runs only while this node holds ``<prefix>/leader``; the election halts it (``stop()``)
+before anything else when the lock is lost, and every write it makes is a Consul
+transaction led by ``check-session`` on the leader key, so a deposed leader's writes are
+rejected by Consul itself (fencing) and it halts.
+
+States (:class:`LeaderState`)::
+
+    STARTING --first views read--> SOAKING --soak ends--> REASSIGNING --> IDLE
+    IDLE/SOAKING --members or workload changed--> SOAKING (timer restarts, capped)
+    REASSIGNING --change meanwhile--> SOAKING (exactly one more run afterwards)
+    any --stop() or fenced write rejected--> HALTED
+
+A reassignment computes the desired map with :mod:`voltha_gevent.assignment`, diffs it
+against the published ``assignments/`` and writes the changes in batches of at most 64
+operations. Handover is graceful: an item moving from A to B is first revoked from A; B is
+granted it only once A's ownership lock ``owners/<item>`` is gone (A's worker released it,
+or A's session died), or after ``handover_timeout`` (``handover-timeout``), when B's worker
+still cannot run it before taking that lock. Entries for unknown items or dead members are
+removed; malformed entries are logged, counted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.event
+import gevent.pool
+import structlog
+
+from .assignment import AssignmentPolicy, desired_assignment
+from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
+from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
+from .keys import Keys, child_name, split_assignment
+from .membership import MemberParseStats, MemberRecord, parse_members
+from .watch import Watch, WatchKind
+
+if TYPE_CHECKING:
+    from .coordinator import Coordinator
+
+log = structlog.get_logger(__name__)
+
+#: Transactions in flight at once while orchestrating.
+TXN_CONCURRENCY = 4
+#: Demo workload names made by ``--seed-workload``.
+SEED_NAME = "device_group_{:04d}"
+
+
+class LeaderState(Enum):
+    STARTING = "starting"
+    SOAKING = "soaking"
+    REASSIGNING = "reassigning"
+    IDLE = "idle"
+    HALTED = "halted"
+
+
+@dataclass
+class LeaderStats:
+    reassignments: int = 0
+    last_duration: float = 0.0
+    moved: int = 0
+    granted: int = 0
+    revoked: int = 0
+    handover_timeouts: int = 0
+    skipped_entries: int = 0
+    handover_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class View:
+    """The leader's latest picture of the cluster."""
+
+    members: dict[str, MemberRecord] = field(default_factory=dict)
+    items: set[str] = field(default_factory=set)
+    assigned: dict[str, set[str]] = field(default_factory=dict)  # item -> members with an entry
+    owners: dict[str, str] = field(default_factory=dict)  # item -> instance id holding owners/<item>
+
+
+class Leader:
+    """Leader duties for one epoch; built by the election as ``Leader(coordinator)``."""
+
+    def __init__(self, coordinator: Coordinator, policy: AssignmentPolicy | None = None) -> None:
+        config = coordinator.config
+        self.coordinator = coordinator
+        self.keys: Keys = coordinator.keys
+        self.api: ConsulAPI = coordinator.api
+        self.epoch = coordinator.epoch
+        self.session_id = coordinator.session.session_id or ""
+        self.soak = config.soak
+        self.max_soak_delay = config.max_soak_delay
+        self.handover_timeout = config.handover_timeout
+        self.seed_workload = config.seed_workload
+        self.policy = policy or AssignmentPolicy()
+        self.state = LeaderState.STARTING
+        self.stats = LeaderStats()
+        self.member_stats = MemberParseStats()
+        self.view = View()
+        self.desired: dict[str, str] = {}
+        self.pending_since: dict[str, float] = {}
+        self._dirty = gevent.event.Event()
+        self._owners_changed = gevent.event.Event()
+        self._stop = gevent.event.Event()
+        self._group = gevent.pool.Group()
+        wait = config.watch_wait
+        watch_api = coordinator.watch_api
+        self._watches = [
+            Watch(watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE, wait=wait,
+                  name="leader-members"),
+            Watch(watch_api, self.keys.workload, self._on_workload, kind=WatchKind.KEYS, wait=wait,
+                  separator="/", name="leader-workload"),
+            Watch(watch_api, self.keys.owners, self._on_owners, kind=WatchKind.TREE, wait=wait,
+                  name="leader-owners"),
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("leader-starting", epoch=self.epoch)
+        for watch in self._watches:
+            watch.start()
+        self._group.spawn(self._run).link_exception(self._crashed)
+
+    def stop(self) -> None:
+        """Halt at once; idempotent. Called by the election when the lock is lost."""
+        if self.state is LeaderState.HALTED:
+            return
+        self.state = LeaderState.HALTED
+        self._stop.set()
+        for watch in self._watches:
+            watch.stop()
+        self._group.kill(block=gevent.getcurrent() not in self._group, timeout=2.0)
+        log.info("leader-halted", epoch=self.epoch)
+
+    @property
+    def halted(self) -> bool:
+        return self.state is LeaderState.HALTED
+
+    def _crashed(self, greenlet: gevent.Greenlet) -> None:
+        log.critical("leader-crashed", epoch=self.epoch, error=repr(greenlet.exception))
+        self.coordinator.session.mark_lost(self.session_id, "leader crashed; giving up its locks")
+
+    # -- watch callbacks ---------------------------------------------------------------
+
+    def _on_members(self, entries: list[KVEntry]) -> None:
+        members = parse_members(self.keys, entries, self.member_stats)
+        if members != self.view.members:
+            self.view.members = members
+            self._dirty.set()
+
+    def _on_workload(self, names: list[str]) -> None:
+        items = set()
+        for key in names:
+            name = child_name(self.keys.workload, key)
+            if name is not None:
+                items.add(name)
+            elif key != self.keys.workload:
+                self._skip(key, "not a direct child with a valid item name")
+        if items != self.view.items:
+            self.view.items = items
+            self._dirty.set()
+
+    def _on_owners(self, entries: list[KVEntry]) -> None:
+        owners = {}
+        for entry in entries:
+            name = child_name(self.keys.owners, entry.key)
+            if name is not None and entry.session:
+                owners[name] = entry.text() or ""
+        self.view.owners = owners
+        self._owners_changed.set()
+
+    def _skip(self, key: str, why: str) -> None:
+        self.stats.skipped_entries += 1
+        log.warning("entry-skipped", key=key, reason=why)
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        for watch in self._watches:
+            while not watch.wait_delivered(1.0):
+                if self._stop.is_set():
+                    return
+        if self.seed_workload:
+            self._seed_workload()
+        try:
+            while not self._stop.is_set():
+                if self._soak():
+                    self._reassign()
+                self._complete_handovers()
+                gevent.wait([self._dirty, self._owners_changed, self._stop], count=1,
+                            timeout=self._next_handover_deadline())
+        except (NotLeader, Stopped) as exc:
+            log.warning("leader-fenced", epoch=self.epoch, reason=str(exc))
+            self._halt_from_inside()
+
+    def _halt_from_inside(self) -> None:
+        """Stop acting; the election notices the lost lock and finishes the job."""
+        self.state = LeaderState.HALTED
+        self._stop.set()
+        for watch in self._watches:
+            watch.stop()
+
+    def _soak(self) -> bool:
+        """Wait until members and workload were quiet for ``soak`` (capped); False if no change."""
+        if not self._dirty.is_set():
+            return False
+        self.state = LeaderState.SOAKING
+        first = time.monotonic()
+        while not self._stop.is_set():
+            self._dirty.clear()
+            remaining = self.soak
+            if self.max_soak_delay:
+                remaining = min(remaining, first + self.max_soak_delay - time.monotonic())
+            if remaining <= 0 or not self._dirty.wait(remaining):
+                return True
+        return False
+
+    # -- reassignment ------------------------------------------------------------------
+
+    def _reassign(self) -> None:
+        self.state = LeaderState.REASSIGNING
+        started = time.monotonic()
+        self._refresh_assignments()
+        view = self.view
+        current = {item: next(iter(sorted(ms))) for item, ms in view.assigned.items() if ms}
+        weights = {m: r.capacity for m, r in view.members.items()}
+        self.desired = desired_assignment(weights, view.items, current, self.policy)
+        revokes = [(m, item) for item, ms in view.assigned.items() for m in ms
+                   if self.desired.get(item) != m]
+        self._write([TxnOp.delete(self.keys.assignment(m, item)) for m, item in sorted(revokes)])
+        for m, item in revokes:
+            view.assigned.get(item, set()).discard(m)
+        now = time.monotonic()
+        self.pending_since = {item: self.pending_since.get(item, now) for item, m in self.desired.items()
+                              if m not in view.assigned.get(item, set())}
+        moved = sum(1 for item, m in current.items() if self.desired.get(item) not in (None, m))
+        granted = self._complete_handovers()
+        duration = time.monotonic() - started
+        self.stats.reassignments += 1
+        self.stats.last_duration = duration
+        self.stats.moved += moved
+        self.stats.revoked += len(revokes)
+        log.info("reassign-work", epoch=self.epoch, items=len(view.items), members=len(view.members),
+                 moved=moved, granted=granted, revoked=len(revokes), pending=len(self.pending_since),
+                 duration=round(duration, 4))
+        self.state = LeaderState.IDLE
+
+    def _refresh_assignments(self) -> None:
+        """Read ``assignments/`` afresh (consistently): the truth to diff against."""
+        _, names = self.coordinator.retry.call(
+            lambda: self.api.keys(self.keys.assignments, consistent=True), what="read-assignments")
+        assigned: dict[str, set[str]] = {}
+        for key in names:
+            parsed = split_assignment(self.keys.assignments, key)
+            if parsed is None:
+                self._skip(key, "malformed assignment key")
+                continue
+            member, item = parsed
+            assigned.setdefault(item, set()).add(member)
+        self.view.assigned = assigned
+
+    def _complete_handovers(self) -> int:
+        """Grant pending items whose old owner let go (or whose handover timed out)."""
+        if not self.pending_since:
+            return 0
+        self._owners_changed.clear()
+        now = time.monotonic()
+        grants = []
+        for item, since in sorted(self.pending_since.items()):
+            member = self.desired.get(item)
+            if member is None or member not in self.view.members:
+                continue
+            owner = self.view.owners.get(item)
+            if owner in (None, member):
+                grants.append((member, item, since))
+            elif now - since >= self.handover_timeout:
+                self.stats.handover_timeouts += 1
+                log.warning("handover-timeout", item=item, holder=owner, to=member,
+                            waited=round(now - since, 2))
+                grants.append((member, item, since))
+        value = json.dumps({"epoch": self.epoch})
+        self._write([TxnOp.set(self.keys.assignment(m, item), value) for m, item, _ in grants])
+        for member, item, since in grants:
+            self.view.assigned.setdefault(item, set()).add(member)
+            self.pending_since.pop(item, None)
+            self.stats.handover_seconds.append(now - since)
+        del self.stats.handover_seconds[:-1000]
+        self.stats.granted += len(grants)
+        return len(grants)
+
+    def _next_handover_deadline(self) -> float | None:
+        if not self.pending_since:
+            return None
+        oldest = min(self.pending_since.values())
+        return max(0.05, oldest + self.handover_timeout - time.monotonic())
+
+    # -- fenced writes -----------------------------------------------------------------
+
+    def _write(self, ops: list[TxnOp]) -> None:
+        """Apply ``ops`` in fenced transactions of <= 64 operations, a few in flight."""
+        if not ops:
+            return
+        guard = [TxnOp.check_session(self.keys.leader, self.session_id)]
+        batches = list(chunked(ops, guard, TXN_MAX_OPS))
+        pool = gevent.pool.Pool(TXN_CONCURRENCY)
+        jobs = [pool.spawn(self._commit, batch) for batch in batches]
+        gevent.joinall(jobs, raise_error=True)
+
+    def _commit(self, batch: list[TxnOp]) -> None:
+        try:
+            self.coordinator.retry.call(lambda: self.api.txn(batch), what="leader-txn")
+        except TransactionFailed as exc:
+            if any(index == 0 for index, _ in exc.errors):
+                raise NotLeader(f"epoch {self.epoch}: {exc}") from exc
+            raise
+        except ConsulRejected as exc:
+            log.error("leader-write-rejected", error=str(exc), ops=len(batch))
+            raise
+
+    # -- demo workload -----------------------------------------------------------------
+
+    def _seed_workload(self) -> None:
+        """Create ``device_group_0001..N`` where absent; never overwrite or delete."""
+        created = 0
+        for name in seed_names(self.seed_workload):
+            if name in self.view.items:
+                continue
+            try:
+                if self.coordinator.retry.call(lambda n=name: self.api.put(self.keys.item(n), "", cas=0),
+                                               what="seed-workload"):
+                    created += 1
+            except (ConsulRejected, ConsulUnavailable) as exc:
+                log.warning("seed-workload-failed", item=name, error=str(exc))
+        log.info("workload-seeded", created=created, wanted=self.seed_workload)
+
+
+def seed_names(count: int) -> Iterable[str]:
+    return (SEED_NAME.format(i) for i in range(1, count + 1))

@@ -1,0 +1,130 @@
+"""The embedding facade: one :class:`Node` per process runs coordinator, leader and worker.
+
+::
+
+    from gevent import monkey; monkey.patch_all()   # the application's job, first thing
+    import voltha_gevent
+
+    node = voltha_gevent.Node(config, on_assigned=start_device_group, on_revoked=stop_device_group)
+    node.start()
+    node.wait_settled(30)      # this node runs exactly what it is assigned
+    ...
+    node.stop()
+
+The library never monkey-patches. With a real Consul client it needs the socket module
+patched (python-consul2 uses ``requests``, whose blocking sockets would otherwise stall every
+greenlet), and :meth:`Node.start` fails with :class:`NotMonkeyPatched` when it is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gevent.monkey
+
+from .config import Config
+from .consul_api import ClientFactory
+from .coordinator import Coordinator
+from .errors import VolthaError
+from .leader import Leader
+from .membership import MemberRecord
+from .worker import AssignmentHandler, CallbackHandler, Worker
+
+
+class NotMonkeyPatched(VolthaError):
+    """gevent's monkey-patching is required and was not done."""
+
+    template = "{detail}"
+
+
+def _ignore_assigned(item: str, value: bytes | None) -> None:
+    """Default handler: nothing to start."""
+
+
+def _ignore_revoked(item: str) -> None:
+    """Default handler: nothing to stop."""
+
+
+class Node:
+    """A member of the cluster: session, membership, election, leader duties and work."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        on_assigned: Callable[[str, bytes | None], None] | None = None,
+        on_revoked: Callable[[str], None] | None = None,
+        handler: AssignmentHandler | None = None,
+        client_factory: ClientFactory | None = None,
+        leader_class: Callable[[Coordinator], Any] = Leader,
+    ) -> None:
+        if handler is not None and (on_assigned or on_revoked):
+            raise ValueError("pass either handler or on_assigned/on_revoked, not both")
+        self.config = config or Config.load()
+        self._real_consul = client_factory is None
+        self.coordinator = Coordinator(self.config, leader_class, client_factory=client_factory)
+        self.handler = handler or CallbackHandler(
+            on_assigned or _ignore_assigned, on_revoked or _ignore_revoked
+        )
+        self.worker = Worker(self.coordinator, self.handler)
+
+    def start(self) -> Node:
+        if self._real_consul and not gevent.monkey.is_module_patched("socket"):
+            raise NotMonkeyPatched(
+                "voltha_gevent.Node talks to Consul through requests: call "
+                "gevent.monkey.patch_all() before importing anything else"
+            )
+        self.coordinator.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Revoke all work, leave the cluster (destroying the session), stop greenlets."""
+        self.coordinator.shutdown(timeout)
+
+    # -- views -------------------------------------------------------------------------
+
+    @property
+    def instance_id(self) -> str:
+        return self.coordinator.instance_id
+
+    @property
+    def is_leader(self) -> bool:
+        return self.coordinator.is_leader
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.coordinator.leader_id
+
+    @property
+    def epoch(self) -> int:
+        return self.coordinator.epoch
+
+    @property
+    def healthy(self) -> bool:
+        return self.coordinator.healthy
+
+    def members(self) -> dict[str, MemberRecord]:
+        return self.coordinator.members()
+
+    def owned(self) -> set[str]:
+        return self.worker.owned()
+
+    def pending(self) -> set[str]:
+        return self.worker.pending()
+
+    def revoking(self) -> set[str]:
+        return self.worker.revoking()
+
+    def wait_for_leader(self, timeout: float | None = None) -> str | None:
+        return self.coordinator.wait_for_leader(timeout)
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Block until this node runs exactly the items assigned to it."""
+        return self.worker.wait_settled(timeout)
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
