@@ -1,45 +1,47 @@
 """voltha-gevent: share a workload among identical service instances through Consul.
 
-The public surface is re-exported here; modules starting with an underscore, and names not
-in ``__all__``, are private.
+The public surface is re-exported here and loaded lazily, so that ``import voltha_gevent``
+imports neither gevent's patched modules nor ``requests``: an entry point can still call
+``gevent.monkey.patch_all()`` first. Modules starting with an underscore, and names not in
+``__all__``, are private.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .config import Config  # noqa: E402
-from .coordinator import Coordinator  # noqa: E402
-from .errors import (  # noqa: E402
-    ConfigError,
-    ConsulRejected,
-    ConsulUnavailable,
-    NotLeader,
-    PermissionDenied,
-    SessionInvalid,
-    TransactionFailed,
-    VolthaError,
-)
-from .leader import Leader  # noqa: E402
-from .membership import MemberRecord  # noqa: E402
-from .node import Node, NotMonkeyPatched  # noqa: E402
-from .worker import AssignmentHandler, CallbackHandler, Worker  # noqa: E402
+_EXPORTS = {
+    "AssignmentHandler": "worker",
+    "CallbackHandler": "worker",
+    "Config": "config",
+    "ConfigError": "errors",
+    "ConsulRejected": "errors",
+    "ConsulUnavailable": "errors",
+    "Coordinator": "coordinator",
+    "Leader": "leader",
+    "MemberRecord": "membership",
+    "Node": "node",
+    "NotLeader": "errors",
+    "NotMonkeyPatched": "node",
+    "PermissionDenied": "errors",
+    "SessionInvalid": "errors",
+    "TransactionFailed": "errors",
+    "VolthaError": "errors",
+    "Worker": "worker",
+}
 
-__all__ = [
-    "AssignmentHandler",
-    "CallbackHandler",
-    "Config",
-    "ConfigError",
-    "ConsulRejected",
-    "ConsulUnavailable",
-    "Coordinator",
-    "Leader",
-    "MemberRecord",
-    "Node",
-    "NotLeader",
-    "NotMonkeyPatched",
-    "PermissionDenied",
-    "SessionInvalid",
-    "TransactionFailed",
-    "VolthaError",
-    "Worker",
-    "__version__",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'voltha_gevent' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

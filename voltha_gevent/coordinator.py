@@ -249,6 +249,17 @@ class Coordinator:
                 self._leader_changed.wait(remaining)
         return self.leader_id
 
+    def watches(self) -> list[Watch]:
+        """Every watch of the coordinator and of the current session's duties."""
+        found = [self._members_watch]
+        for lock in (self.membership and self.membership.lock, self.election and self.election.lock):
+            if lock:
+                found.append(lock.watch)
+        leader = self.leader
+        if leader is not None:
+            found.extend(leader.watches)
+        return found
+
     # -- the seed's retrying KV proxies ------------------------------------------------
 
     def kv_get(self, key: str) -> KVEntry | None:

@@ -110,7 +110,7 @@ class Leader:
         self._group = gevent.pool.Group()
         wait = config.watch_wait
         watch_api = coordinator.watch_api
-        self._watches = [
+        self.watches = [
             Watch(watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE, wait=wait,
                   name="leader-members"),
             Watch(watch_api, self.keys.workload, self._on_workload, kind=WatchKind.KEYS, wait=wait,
@@ -123,7 +123,7 @@ class Leader:
 
     def start(self) -> None:
         log.info("leader-starting", epoch=self.epoch)
-        for watch in self._watches:
+        for watch in self.watches:
             watch.start()
         self._group.spawn(self._run).link_exception(self._crashed)
 
@@ -133,7 +133,7 @@ class Leader:
             return
         self.state = LeaderState.HALTED
         self._stop.set()
-        for watch in self._watches:
+        for watch in self.watches:
             watch.stop()
         self._group.kill(block=gevent.getcurrent() not in self._group, timeout=2.0)
         log.info("leader-halted", epoch=self.epoch)
@@ -182,7 +182,7 @@ class Leader:
     # -- main loop ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        for watch in self._watches:
+        for watch in self.watches:
             while not watch.wait_delivered(1.0):
                 if self._stop.is_set():
                     return
@@ -203,7 +203,7 @@ class Leader:
         """Stop acting; the election notices the lost lock and finishes the job."""
         self.state = LeaderState.HALTED
         self._stop.set()
-        for watch in self._watches:
+        for watch in self.watches:
             watch.stop()
 
     def _soak(self) -> bool:

@@ -77,7 +77,7 @@ class SessionLock:
         self.acquisitions = 0
         self._changed = gevent.event.Event()
         self._stop = gevent.event.Event()
-        self._watch = Watch(
+        self.watch = Watch(
             watch_api, key, self._on_entry, kind=WatchKind.KEY, wait=wait, name=f"{name}-watch"
         )
         self._greenlet: gevent.Greenlet | None = None
@@ -88,7 +88,7 @@ class SessionLock:
 
     def start(self) -> SessionLock:
         if self._greenlet is None:
-            self._watch.start()
+            self.watch.start()
             self._greenlet = gevent.spawn(self._run)
             self._greenlet.name = self.name
         return self
@@ -98,7 +98,7 @@ class SessionLock:
         was_held = self.held
         self._stop.set()
         self.state = LockState.STOPPED
-        self._watch.stop(timeout)
+        self.watch.stop(timeout)
         greenlet, self._greenlet = self._greenlet, None
         if greenlet is not None and greenlet is not gevent.getcurrent():
             greenlet.kill(block=True, timeout=timeout)

@@ -19,6 +19,7 @@ greenlet), and :meth:`Node.start` fails with :class:`NotMonkeyPatched` when it i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import gevent.monkey
@@ -29,6 +30,7 @@ from .coordinator import Coordinator
 from .errors import VolthaError
 from .leader import Leader
 from .membership import MemberRecord
+from .watch import WatchStats
 from .worker import AssignmentHandler, CallbackHandler, Worker
 
 
@@ -122,6 +124,30 @@ class Node:
     def wait_settled(self, timeout: float | None = None) -> bool:
         """Block until this node runs exactly the items assigned to it."""
         return self.worker.wait_settled(timeout)
+
+    def status(self) -> dict[str, Any]:
+        """This node's view, as ``/status`` serves it."""
+        coordinator = self.coordinator
+        leader = coordinator.leader
+        return {
+            "instance_id": self.instance_id,
+            "healthy": self.healthy,
+            "session": coordinator.session.state.value,
+            "leader": self.leader_id,
+            "epoch": self.epoch,
+            "is_leader": self.is_leader,
+            "members": {m: asdict(r) for m, r in sorted(self.members().items())},
+            "owned": sorted(self.owned()),
+            "pending": sorted(self.pending()),
+            "revoking": sorted(self.revoking()),
+            "leader_state": leader.state.value if leader is not None else None,
+        }
+
+    def watch_stats(self) -> dict[str, WatchStats]:
+        """Counters of every live watch of this node, by watch name."""
+        watches = list(self.coordinator.watches())
+        watches.extend(self.worker.watches())
+        return {w.name: w.stats for w in watches}
 
     def __enter__(self) -> Node:
         return self.start()

@@ -331,6 +331,9 @@ class Worker:
 
     # -- inspection --------------------------------------------------------------------
 
+    def watches(self) -> list[Watch]:
+        return [self._watch] if self._watch is not None else []
+
     def owned(self) -> set[str]:
         """Items whose lock is held and whose work has started."""
         return {i for i, t in self.tasks.items() if t.state is ItemState.RUNNING}

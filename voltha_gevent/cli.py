@@ -1,0 +1,233 @@
+"""Command line: ``voltha-gevent run|status|workload|assignments``.
+
+The entry point monkey-patches first (before anything imports ``requests``), configures
+logging once, and wires SIGTERM/SIGINT to one ``shutdown()``. Exit codes: 0 success, 1
+runtime failure (e.g. Consul unreachable), 2 invalid input or configuration.
+
+``CONSUL_HTTP_ADDR`` is read as the default Consul address (``--consul``/``VOLTHA_CONSUL``
+win); ``VOLTHA_CONSUL_TOKEN`` or ``--consul-token-file`` give the ACL token, never a flag.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+# ruff: noqa: E402 - the imports below must follow the monkey-patching
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+import gevent.event
+import structlog
+
+from .config import Config, from_environ
+from .errors import ConfigError, VolthaError
+from .logs import configure_logging
+
+log = structlog.get_logger("voltha_gevent.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: Flags that map one-to-one onto Config fields, with their help text.
+_SETTING_FLAGS = {
+    "instance_id": "this instance's id (default: host name)",
+    "consul": "Consul HTTP address host:port (default localhost:8500 or CONSUL_HTTP_ADDR)",
+    "consul_scheme": "http or https",
+    "consul_token_file": "file holding the Consul ACL token",
+    "consul_ca_file": "CA bundle to verify Consul's certificate",
+    "consul_cert_file": "client certificate for Consul (with --consul-key-file)",
+    "consul_key_file": "client key for Consul",
+    "prefix": "Consul key prefix (default service/voltha)",
+    "rest_port": "HTTP port for health/status/metrics (0 picks a free one)",
+    "rest_bind": "address the HTTP endpoint binds (default 127.0.0.1)",
+    "internal_host": "address peers use to reach this node",
+    "external_host": "address advertised to clients (default: internal host)",
+    "capacity": "capacity weight of this node (default 1)",
+    "soak": "seconds of quiet before the leader reassigns (default 5)",
+    "max_soak_delay": "cap on the soak after the first change (default 30, 0 = none)",
+    "worker_soak": "seconds a worker coalesces assignment changes (default 0.5)",
+    "session_ttl": "Consul session TTL seconds, 10-86400 (default 10)",
+    "check_ttl": "agent TTL health check seconds, 0 = none (default 3)",
+    "lock_delay": "Consul lock-delay seconds, 0-60 (default 1)",
+    "stop_timeout": "seconds on_revoked may take before the work is killed (default 10)",
+    "handover_timeout": "seconds the leader waits for an old owner (default 30)",
+    "watch_wait": "blocking-query wait seconds (default 60)",
+    "seed_workload": "demo: create device_group_0001..N if absent",
+    "log_format": "auto, console or json",
+    "log_level": "debug, info, warning or error",
+}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voltha-gevent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="TOML file of settings (or VOLTHA_CONFIG)")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a node in the foreground")
+    _setting_flags(run)
+    run.add_argument("--print-config", action="store_true", help="print the settings and exit")
+    run.add_argument("--embedded-consul", choices=("auto", "never", "always"), default="auto",
+                     help="start a local 'consul agent -dev' on localhost:8500 when none answers and no "
+                          "address is configured (auto, default)")
+    run.add_argument("--report-file", help="demo handler: append a JSON line per start/stop of work")
+    status = sub.add_parser("status", help="show the cluster")
+    _client_flags(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    workload = sub.add_parser("workload", help="list, add or remove workload items")
+    _client_flags(workload)
+    wsub = workload.add_subparsers(dest="action", required=True)
+    wsub.add_parser("list", help="list items")
+    add = wsub.add_parser("add", help="add items (never overwrites)")
+    add.add_argument("items", nargs="+")
+    add.add_argument("--value", default="", help="value to store with each new item")
+    remove = wsub.add_parser("remove", help="remove items")
+    remove.add_argument("items", nargs="+")
+    assignments = sub.add_parser("assignments", help="who should own and who owns items")
+    _client_flags(assignments)
+    assignments.add_argument("--item", help="only this item")
+    assignments.add_argument("--json", action="store_true")
+    return parser
+
+
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    for name, help_text in _SETTING_FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=help_text)
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    for name in ("consul", "consul_scheme", "consul_token_file", "consul_ca_file", "prefix", "log_format"):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_SETTING_FLAGS[name])
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+    return Config.load(flags=flags, config_file=args.config)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"voltha-gevent: {exc}\n")
+        return EXIT_USAGE
+    configure_logging(config.log_format, config.log_level)
+    try:
+        if args.command == "run":
+            return run(config, args)
+        from . import admin
+
+        return admin.dispatch(config, args)
+    except ConfigError as exc:
+        sys.stderr.write(f"voltha-gevent: {exc}\n")
+        return EXIT_USAGE
+    except VolthaError as exc:
+        sys.stderr.write(f"voltha-gevent: {exc}\n")
+        return EXIT_FAILURE
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    """Run one node until SIGTERM/SIGINT."""
+    if args.print_config:
+        sys.stdout.write(json.dumps(config.public_dict(), indent=2, sort_keys=True) + "\n")
+        return EXIT_OK
+    from .http import HttpEndpoint
+    from .node import Node
+
+    agent = _maybe_embedded_consul(config, args.embedded_consul)
+    handler = DemoHandler(config.instance_id, args.report_file)
+    node = Node(config, handler=handler)
+    endpoint = HttpEndpoint(node, config.rest_bind, config.rest_port)
+    done = gevent.event.Event()
+
+    def shutdown(signum: int = signal.SIGTERM) -> None:
+        if not done.is_set():
+            log.info("shutting-down", signal=signal.Signals(signum).name)
+            done.set()
+
+    gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
+    try:
+        endpoint.start()
+        node.coordinator.record = _with_port(node.coordinator.record, endpoint.port)
+        node.start()
+        log.info("node-running", instance_id=config.instance_id, consul=config.consul, prefix=config.prefix)
+        done.wait()
+        node.stop()
+        endpoint.stop()
+    finally:
+        if agent is not None:
+            agent.stop()
+    return EXIT_OK
+
+
+def _with_port(record: Any, port: int) -> Any:
+    from dataclasses import replace
+
+    return replace(record, rest_port=port)
+
+
+def _maybe_embedded_consul(config: Config, mode: str) -> Any:
+    """Start a local dev agent on localhost:8500 when asked, or when nothing is configured."""
+    configured = "consul" in from_environ(os.environ) or os.environ.get("CONSUL_HTTP_ADDR")
+    host, port = config.consul_host_port()
+    if mode == "never" or (mode == "auto" and (configured or _answers(host, port))):
+        return None
+    from .testing.agents import DevAgent
+
+    log.info("starting-embedded-consul", port=port)
+    agent = DevAgent(host="127.0.0.1", port=port).start()
+    log.info("embedded-consul-ready", address=agent.http_addr, pid=agent.pid)
+    return agent
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+class DemoHandler:
+    """The handler ``run`` uses: logs each start and stop, and can report them to a file."""
+
+    def __init__(self, instance_id: str, report_file: str | None) -> None:
+        self.instance_id = instance_id
+        self.report_file = report_file
+
+    def on_assigned(self, item: str, value: bytes | None) -> None:
+        log.info("work-started", item=item)
+        self._report("start", item)
+
+    def on_revoked(self, item: str) -> None:
+        log.info("work-stopped", item=item)
+        self._report("stop", item)
+
+    def _report(self, event: str, item: str) -> None:
+        if not self.report_file:
+            return
+        line = json.dumps({"t": time.time(), "instance": self.instance_id, "pid": os.getpid(),
+                           "event": event, "item": item})
+        with open(self.report_file, "a") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Prometheus metrics of one node, read from its live state at scrape time.
+
+Nothing here counts on its own: the coordinator, leader, worker, watches and retry helper
+keep their plain counters, and :class:`NodeCollector` turns a snapshot of them into metric
+families when ``/metrics`` is scraped. So a node has no global registry (several nodes can
+live in one test process) and no hot path pays for metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from .node import Node
+
+PREFIX = "voltha"
+
+
+class NodeCollector:
+    """A prometheus_client collector over one :class:`Node`."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        coordinator = node.coordinator
+        session = coordinator.session
+        yield _gauge("is_leader", "1 while this node holds the leader lock", float(node.is_leader))
+        yield _gauge("leader_epoch", "LockIndex of the leader key as last seen", float(node.epoch))
+        yield _gauge("healthy", "1 while the session is live and the membership record held",
+                     float(node.healthy))
+        yield _gauge("members", "live members as seen by this node", float(len(node.members())))
+        yield _gauge("owned_items", "items this node runs", float(len(node.owned())))
+        yield _gauge("pending_items", "items assigned whose lock is not held yet", float(len(node.pending())))
+        yield _counter("session_renewals", "successful session renewals", session.renewals)
+        yield _counter("session_losses", "sessions declared lost", session.losses)
+        retry = coordinator.retry.stats
+        yield _counter("consul_errors", "failed Consul calls seen by the retry helper", retry.errors)
+        yield _counter("consul_retries", "Consul calls retried", retry.retries)
+        yield _counter("consul_permission_denied", "Consul answers 403", retry.permission_denied)
+        worker = node.worker.stats
+        yield _counter("handler_failures", "application handlers that raised", worker.handler_failures)
+        yield _counter("work_killed", "work greenlets killed after on_revoked", worker.killed)
+        yield _counter("items_fenced", "items revoked because the session was lost", worker.fenced)
+        leader = coordinator.leader
+        if leader is not None:
+            stats = leader.stats
+            yield _gauge("workload_items", "workload items (leader view)", float(len(leader.view.items)))
+            yield _counter("reassignments", "reassignment runs of this leader", stats.reassignments)
+            yield _gauge("reassignment_duration_seconds", "duration of the last reassignment",
+                         stats.last_duration)
+            yield _counter("items_moved", "items moved between live members", stats.moved)
+            yield _counter("handover_timeouts", "handovers past the timeout", stats.handover_timeouts)
+            yield _counter("entries_skipped", "malformed entries skipped", stats.skipped_entries)
+        watches = node.watch_stats()
+        rearms = CounterMetricFamily(f"{PREFIX}_watch_rearms", "blocking-query re-arms", labels=["watch"])
+        for name, stats in sorted(watches.items()):
+            rearms.add_metric([name], stats.rearms)
+        yield rearms
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def render(node: Node) -> bytes:
+    """The node's metrics in Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))  # type: ignore[arg-type]
+    return generate_latest(registry)
