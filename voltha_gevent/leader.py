@@ -103,6 +103,7 @@ class Leader:
         self.member_stats = MemberParseStats()
         self.view = View()
         self.desired: dict[str, str] = {}
+        self.stale_members: list[KVEntry] = []
         self.pending_since: dict[str, float] = {}
         self._dirty = gevent.event.Event()
         self._owners_changed = gevent.event.Event()
@@ -149,6 +150,8 @@ class Leader:
     # -- watch callbacks ---------------------------------------------------------------
 
     def _on_members(self, entries: list[KVEntry]) -> None:
+        self.stale_members = [e for e in entries if e.session is None
+                              and child_name(self.keys.members, e.key) is not None]
         members = parse_members(self.keys, entries, self.member_stats)
         if members != self.view.members:
             self.view.members = members
@@ -241,6 +244,7 @@ class Leader:
                               if m not in view.assigned.get(item, set())}
         moved = sum(1 for item, m in current.items() if self.desired.get(item) not in (None, m))
         granted = self._complete_handovers()
+        self._prune_stale_members()
         duration = time.monotonic() - started
         self.stats.reassignments += 1
         self.stats.last_duration = duration
@@ -293,6 +297,20 @@ class Leader:
         del self.stats.handover_seconds[:-1000]
         self.stats.granted += len(grants)
         return len(grants)
+
+    def _prune_stale_members(self) -> None:
+        """Delete member records whose session is gone (released, not locked).
+
+        ``delete-cas`` on the ModifyIndex seen: a member that re-acquired its record in the
+        meantime changed that index, so its record survives (the batch then rolls back and
+        is simply tried again at the next reassignment).
+        """
+        ops = [TxnOp.delete_cas(e.key, e.modify_index) for e in self.stale_members]
+        try:
+            self._write(ops)
+        except TransactionFailed as exc:
+            log.info("member-prune-deferred", reason=str(exc))
+        self.stale_members = []
 
     def _next_handover_deadline(self) -> float | None:
         if not self.pending_since:

@@ -1,7 +1,8 @@
 """This node's membership record, and reading everybody's.
 
-``<prefix>/members/<instance_id>`` is acquired with the session, so it exists exactly while
-the node's session lives (sessions use ``behavior=delete``). A watch re-creates it if it
+``<prefix>/members/<instance_id>`` is acquired with the session, so it is locked exactly
+while the node's session lives (on invalidation Consul releases it; readers count only
+locked records and the leader prunes unlocked ones). A watch re-creates it if it
 disappears or loses its lock (``remaking-membership-record``). A second process started with
 the same instance id finds the key held by another session: it does not steal it, logs
 ``duplicate-instance-id`` and waits for the key to be free.

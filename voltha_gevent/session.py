@@ -12,9 +12,11 @@ Optionally the session is also tied to an agent TTL health check that this proce
 passing every ``check_ttl / 3``: a crashed or frozen process then loses its session about
 ``check_ttl`` after its last pass instead of up to ``2 x session_ttl``.
 
-Sessions use ``behavior=delete``: the keys they hold are locks and ephemeral records
-(leader, members, owners), so Consul deleting them on invalidation is exactly "released",
-and no dead member's record lingers as an unlocked key for readers to filter out.
+Sessions use ``behavior=release``, not ``delete``: the leader epoch is the leader key's
+``LockIndex``, which Consul bumps on every new holder of an existing key but restarts at 1
+when the key is deleted and made anew - with ``delete`` every failover would reset the epoch
+(seen on the mocked and the real agent). Released keys stay as unlocked entries: readers
+count only entries that carry a ``Session``, and the leader prunes unlocked member records.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class SessionKeeper:
             checks = ["serfHealth", self.check_id]  # type: ignore[list-item]
         session_id = self.retry.call(
             lambda: self.api.create_session(
-                name=self.name, ttl=self.ttl, behavior="delete", lock_delay=self.lock_delay, checks=checks
+                name=self.name, ttl=self.ttl, behavior="release", lock_delay=self.lock_delay, checks=checks
             ),
             what="create-session",
         )
