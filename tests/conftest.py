@@ -1,0 +1,84 @@
+"""Shared fixtures: the mocked Consul, a real dev agent, and clients for both.
+
+A missing Consul binary skips the real-agent tests locally and FAILS them when ``CI=true``.
+The logic lives in :mod:`voltha_gevent.testing`; keep this file thin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from voltha_gevent.consul_api import ClientSettings, NetworkError, make_client
+from voltha_gevent.testing.agents import CONSUL_ENV_VARS, ConsulBinaryNotFound, DevAgent, find_consul_binary
+from voltha_gevent.testing.fake_consul import FakeConsul, ManualClock
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_consul_env() -> Iterator[None]:
+    """python-consul2 lets CONSUL_HTTP_ADDR/TOKEN override what tests pass: remove them."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in CONSUL_ENV_VARS:
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def consul_bin() -> str:
+    """Path of a Consul binary; a skip locally, a failure under CI=true, when there is none."""
+    try:
+        return find_consul_binary()
+    except ConsulBinaryNotFound as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no Consul binary: {exc}")
+        pytest.skip(f"no Consul binary: {exc}")
+
+
+@pytest.fixture(scope="session")
+def dev_agent(consul_bin: str) -> Iterator[DevAgent]:
+    """One real ``consul agent -dev`` for the whole session, on 127.0.0.1 and free ports."""
+    with DevAgent(consul_bin) as agent:
+        yield agent
+
+
+@pytest.fixture
+def kv_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix unique to this test, e.g. ``test/test_cas_zero-fake-1a2b3c4d/``."""
+    name = re.sub(r"[^A-Za-z0-9,_.-]+", "-", request.node.name).strip("-")[:60]
+    return f"test/{name}-{uuid.uuid4().hex[:8]}/"
+
+
+@pytest.fixture
+def real_client(dev_agent: DevAgent, kv_prefix: str) -> Iterator[Any]:
+    """A python-consul2 client on the dev agent; the test's ``kv_prefix`` is wiped afterwards."""
+    client = make_client(ClientSettings(host=dev_agent.host, port=dev_agent.port))
+    yield client
+    try:
+        client.kv.delete(kv_prefix, recurse=True)
+    except NetworkError:
+        pass
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeConsul]:
+    """A mocked Consul on a :class:`ManualClock` (``fake.clock.advance(s)`` moves time)."""
+    with FakeConsul(clock=ManualClock()) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def fake_client(fake: FakeConsul) -> Any:
+    return fake.client()
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.consul)])
+def contract_client(request: pytest.FixtureRequest) -> Any:
+    """The same test against the mocked Consul and the real dev agent."""
+    if request.param == "fake":
+        return request.getfixturevalue("fake_client")
+    return request.getfixturevalue("real_client")
