@@ -18,6 +18,7 @@ from uhashring import HashRing
 from voltha_gevent.assignment import (
     AssignmentDiff,
     AssignmentPolicy,
+    _new_state,  # private: checks an internal invariant
     desired_assignment,
     diff_assignment,
     load_stats,
@@ -158,6 +159,19 @@ def test_plain_ring_matches_uhashring_get_node() -> None:
     assert plain_ring_assignment(members, items) == expected
 
 
+@SETTINGS
+@given(members=members_st, items=items_st)
+def test_arc_ranges_find_exactly_the_ring_owners_items(members: dict[str, float], items: list[str]) -> None:
+    """The fill step finds a member's ring-arc items by bisecting sorted hashes (no pass
+    over all items); that must equal the per-item ring lookup, wrap-around arc included."""
+    state = _new_state(members, items, EPS, 160)
+    by_owner: dict[int, list[int]] = {m: [] for m in range(len(state.ring.names))}
+    for item in range(len(state.items)):
+        by_owner[state.ring_owner(item)].append(item)
+    assert {m: state.natural_items(m) for m in by_owner} == by_owner
+    assert state.ring.owners[0] in by_owner  # some member owns the wrapping arc
+
+
 # ----------------------------------------------------------------------- weights
 
 
@@ -223,10 +237,15 @@ def test_leave_moves_only_the_leavers_items(members: dict[str, float], items: li
     after_members = {name: w for name, w in members.items() if name != leaver}
     after = desired_assignment(after_members, items, before)
     _assert_valid(after, after_members, items)
-    # Capacities only grow on a leave; floors may grow by the leaver's share, which
-    # its own orphans cover first.  So nothing but the leaver's items moves.
+    # Capacities only grow on a leave, and the leaver's orphans go to members under
+    # their (grown) floors first.  So other items move only if rounding lifted the
+    # survivors' floors by more than the leaver held, and then only that excess.
+    orphans = {item for item, owner in before.items() if owner == leaver}
+    loads = Counter(before.values())
+    deficit = sum(max(0, low - loads[name]) for name, (low, _) in _band(len(items), after_members).items())
     moved = {item for item in before if after[item] != before[item]}
-    assert moved == {item for item, owner in before.items() if owner == leaver}
+    assert orphans <= moved
+    assert len(moved - orphans) <= max(0, deficit - len(orphans))
 
 
 def test_leave_at_scale_moves_exactly_the_optimum() -> None:
@@ -252,6 +271,33 @@ def test_join_moves_about_k_over_n_plus_one_all_to_the_newcomer(n: int) -> None:
     assert (1 - EPS) * optimum - 1 <= len(moves) <= 1.15 * optimum
     assert {new for _, new in moves.values()} == {"newcomer"}
     _assert_valid(after, members, items)
+
+
+def _owner_of_first_point(members: dict[str, float]) -> str:
+    """A joiner name that owns the ring's first point, i.e. the arc wrapping past 2**128."""
+    for i in range(1000):
+        name = f"newcomer-{i}"
+        ring = HashRing(nodes={m: {"vnodes": 160, "weight": 1} for m in [*members, name]})
+        if ring.get_points()[0][1] == name:
+            return name
+    raise AssertionError("no candidate owns the first point")
+
+
+def test_join_takes_the_items_hashing_into_the_newcomers_arcs() -> None:
+    """With no capacity shrink to shed and enough such items, every item the newcomer
+    receives is one that hashes into its own ring arcs, including the arc that wraps
+    past the last point (the newcomer is chosen to own the first point)."""
+    members = _members(20)
+    items = _items(4000)
+    before = desired_assignment(members, items)
+    newcomer = _owner_of_first_point(members)
+    members[newcomer] = 1.0
+    after = desired_assignment(members, items, before)
+    moves = diff_assignment(before, after).moves
+    ring_owner = plain_ring_assignment(members, items)
+    assert len(moves) == 181  # the newcomer's floor: ceil(0.95 * 4000 / 21)
+    assert sum(1 for owner in ring_owner.values() if owner == newcomer) >= 181
+    assert all(ring_owner[item] == newcomer for item in moves)
 
 
 @SETTINGS
