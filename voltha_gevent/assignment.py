@@ -20,7 +20,9 @@ Guarantees of :func:`desired_assignment`, for members ``m`` with weight ``w_m > 
 * stickiness (``policy.sticky``): an item keeps its current live owner unless that
   owner is over its capacity, or the item is needed to lift another member to its
   floor.  So unchanged inputs give zero moves, a leaving member moves only its own
-  items, and a joining member receives about ``(1 - eps) * K / (N + 1)`` items.
+  items (plus, at a handful of items per member, any excess of the survivors' rounded
+  floors over what it held), and a joining member receives about
+  ``(1 - eps) * K / (N + 1)`` items, all from its own ring arcs when enough are there.
 
 How: items are placed in passes of a ring walk with a rising per-member limit
 (``floor``, then ``floor(share)``, then ``cap``), so items that must move anyway
