@@ -77,6 +77,7 @@ class SessionKeeper:
         self.renewals = 0
         self.losses = 0
         self.last_renewal = 0.0
+        self.renew_interval = ttl / 3.0
         self.lost = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -122,9 +123,8 @@ class SessionKeeper:
     # -- renew -------------------------------------------------------------------------
 
     def _renew_loop(self, session_id: str) -> None:
-        interval = self.ttl / 3.0
         while self._current(session_id):
-            if self.lost.wait(interval):
+            if self.lost.wait(self.renew_interval):
                 return
             while self._current(session_id):
                 try:

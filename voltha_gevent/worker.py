@@ -276,6 +276,21 @@ class Worker:
         self._revoke(list(self.tasks), release=not lost)
         self.settled.clear()
 
+    def abandon(self) -> None:
+        """Kill every greenlet and all work without handlers or releases (crash, for tests)."""
+        self._session_id = None
+        if self._watch is not None:
+            self._watch.stop()
+        loop, self._loop = self._loop, None
+        greenlets = [loop] if loop is not None else []
+        for task in self.tasks.values():
+            task.state = ItemState.REVOKING
+            task._stop_watch()
+            greenlets.extend(g for g in (task.acquirer, task.work) if g is not None)
+        gevent.killall([g for g in greenlets if g is not gevent.getcurrent()], block=True, timeout=2.0)
+        self.tasks.clear()
+        self.settled.clear()
+
     # -- assignments -------------------------------------------------------------------
 
     def _on_assignments(self, names: list[str]) -> None:
