@@ -158,6 +158,11 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
+def _refresh_loop_time() -> None:
+    """gevent timers count from the loop's cached time, stale after a long blocking stretch."""
+    gevent.get_hub().loop.update_now()
+
+
 def _connection_error(why: str) -> requests.exceptions.ConnectionError:
     return requests.exceptions.ConnectionError(f"fake consul: {why}")
 
@@ -454,6 +459,7 @@ class FakeConsul:
     def _enter(self, endpoint: str) -> None:
         self._counts[endpoint] += 1
         if self._latency:
+            _refresh_loop_time()
             gevent.sleep(self._latency)
         if self._down:
             raise _connection_error("consul is down")
@@ -492,6 +498,7 @@ class FakeConsul:
                 remaining = min(remaining, start + timeout - time.monotonic())
             if remaining <= 0:
                 break
+            _refresh_loop_time()
             self._changed.wait(remaining)
             if self._down:
                 raise _connection_error("consul went down during a blocking query")
