@@ -367,26 +367,28 @@ def _shed_excess(state: _State, over: set[int], counts: Mapping[int, int]) -> No
 
     A holder keeps first the items hashing into its own arcs, then those whose ring
     owner has enough already; it sheds first items a short member wants, so the
-    floor pass of the walk hands them straight to that member.
+    floor pass of the walk hands them straight to that member.  Ties keep the
+    canonical order.
     """
     held: dict[int, list[int]] = {m: [] for m in over}
     for item, member in enumerate(state.owner):
         if member in held:
             held[member].append(item)
+    owners, floors = state.ring.owners, state.floors
     for member in sorted(over):
-        ranked = sorted(held[member], key=lambda i, m=member: _shed_rank(state, counts, i, m))
-        for item in ranked[state.caps[member] :]:
+        own, neutral, wanted = [], [], []
+        positions = state.ring.positions(state.hashes[item] for item in held[member])
+        for item, position in zip(held[member], positions, strict=True):
+            natural = owners[position]
+            if natural == member:
+                own.append(item)
+            elif counts.get(natural, 0) < floors[natural]:
+                wanted.append(item)
+            else:
+                neutral.append(item)
+        for item in (own + neutral + wanted)[state.caps[member] :]:
             state.owner[item] = -1
             state.load[member] -= 1
-
-
-def _shed_rank(state: _State, counts: Mapping[int, int], item: int, holder: int) -> tuple[int, int]:
-    """Sort key for an over-capacity holder: low keeps, high sheds."""
-    natural = state.ring_owner(item)
-    if natural == holder:
-        return (0, item)
-    wanted = counts.get(natural, 0) < state.floors[natural]
-    return (2 if wanted else 1, item)
 
 
 def _fill_floors(state: _State) -> None:
