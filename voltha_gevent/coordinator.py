@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import gevent
 import gevent.event
+import gevent.lock
 import structlog
 
 from . import consul_api
@@ -100,6 +101,7 @@ class Coordinator:
         self._leader_changed = gevent.event.Event()
         self._main: gevent.Greenlet | None = None
         self._ended_generation = 0
+        self._transition = gevent.lock.RLock()
         self.started = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -172,11 +174,12 @@ class Coordinator:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                session_id = self.session.create()
-            except Stopped:
-                return
-            self._start_session(session_id)
+            with self._transition:
+                try:
+                    session_id = self.session.create()
+                except Stopped:
+                    return
+                self._start_session(session_id)
             gevent.wait([self.session.lost, self._stop], count=1)
             if not self._stop.is_set():
                 self._end_session(lost=True)
@@ -199,10 +202,18 @@ class Coordinator:
             duty.session_started(session_id)
 
     def _end_session(self, *, lost: bool) -> None:
-        """Halt everything that acts on the current session's locks; once per session."""
-        if self._ended_generation == self.session.generation:
-            return
-        self._ended_generation = self.session.generation
+        """Halt everything that acts on the current session's locks; once per session.
+
+        Serialised with session creation by ``_transition``: a new session's duties never
+        start while the old ones are still being halted (halting yields to other greenlets).
+        """
+        with self._transition:
+            if self._ended_generation == self.session.generation:
+                return
+            self._ended_generation = self.session.generation
+            self._halt_duties(lost=lost)
+
+    def _halt_duties(self, *, lost: bool) -> None:
         if self.election is not None:
             self.election.stop(release=not lost)
         for duty in self.duties:

@@ -166,9 +166,11 @@ class SessionKeeper:
         self.state = SessionState.LOST
         self.losses += 1
         log.error("session-lost", session=session_id, reason=reason)
-        self.lost.set()
-        if self.on_lost is not None:
-            self.on_lost(session_id, reason)
+        try:
+            if self.on_lost is not None:
+                self.on_lost(session_id, reason)  # halts everything before anyone re-joins
+        finally:
+            self.lost.set()
 
     def destroy(self) -> None:
         """Destroy the session (releasing its locks at once) and the health check; best effort."""

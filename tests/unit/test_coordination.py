@@ -1,0 +1,162 @@
+"""Coordinator, leader and worker together on the mocked Consul (in one process)."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from voltha_gevent.assignment import desired_assignment
+from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.testing.nodes import FakeCluster
+
+ITEMS = [f"item{i:03d}" for i in range(60)]
+
+
+@pytest.fixture
+def cluster():
+    with FakeCluster(FakeConsul()) as c:
+        c.add_items(*ITEMS)
+        yield c
+
+
+def assignment_matches_pure_function(c: FakeCluster) -> bool:
+    """The published assignment is what the pure function gives for the live members."""
+    dump = c.fake.dump("service/voltha/assignments/")
+    published = {key.rsplit("/", 1)[1]: key.split("/")[-2] for key in dump}
+    members = {name: 1.0 for name in c.nodes}
+    return published == desired_assignment(members, ITEMS, published)
+
+
+def test_three_nodes_elect_exactly_one_leader_and_share_all_items(cluster):
+    for name in ("a", "b", "c"):
+        cluster.add_node(name)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    assert len(cluster.leaders()) == 1
+    leader_id = cluster.leader().instance_id
+    assert {n.leader_id for n in cluster.nodes.values()} == {leader_id}
+    assert assignment_matches_pure_function(cluster)
+    assert all(15 <= len(n.owned()) <= 25 for n in cluster.nodes.values())
+    assert cluster.ledger.violations == []
+
+
+def test_leader_crash_hands_leadership_over_with_a_higher_epoch(cluster):
+    for name in ("a", "b", "c"):
+        cluster.add_node(name)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    old = cluster.leader()
+    old_epoch = old.epoch
+    cluster.crash(old.instance_id)
+    assert cluster.wait_until(lambda: cluster.leader() is not None and cluster.converged(set(ITEMS)))
+    new = cluster.leader()
+    assert new.instance_id != old.instance_id
+    assert new.epoch > old_epoch
+    assert assignment_matches_pure_function(cluster)
+    assert cluster.ledger.violations == []
+
+
+def test_graceful_stop_and_join_move_items_without_two_owners(cluster):
+    for name in ("a", "b", "c"):
+        cluster.add_node(name)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    follower = next(n for n in cluster.nodes.values() if not n.is_leader)
+    cluster.stop(follower.instance_id)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    cluster.add_node("d")
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)) and len(cluster.nodes["d"].owned()) > 10)
+    assert assignment_matches_pure_function(cluster)
+    assert cluster.ledger.violations == []
+
+
+def test_session_loss_fences_work_at_once_then_rejoins(cluster):
+    for name in ("a", "b"):
+        cluster.add_node(name)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    victim = next(n for n in cluster.nodes.values() if not n.is_leader)
+    owned_before = victim.owned()
+    assert owned_before
+    old_session = victim.coordinator.session.session_id
+    cluster.fake.expire_session(old_session)
+    # the worker's work stops as soon as the node notices (its locks' watches fire)
+    assert cluster.wait_until(lambda: victim.worker.stats.fenced >= len(owned_before), timeout=5)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    assert victim.coordinator.session.session_id != old_session
+    assert victim.coordinator.session.losses == 1
+    assert cluster.ledger.violations == []
+
+
+def test_consul_outage_then_recovery_reconverges(cluster):
+    for name in ("a", "b", "c"):
+        cluster.add_node(name)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    with cluster.fake.outage():
+        gevent.sleep(1.5)
+        assert all(not n.coordinator.stopping for n in cluster.nodes.values())
+    cluster.add_items("late-item")
+    assert cluster.wait_until(lambda: cluster.converged({*ITEMS, "late-item"}), timeout=15)
+    assert len(cluster.leaders()) == 1
+    assert cluster.ledger.violations == []
+
+
+def test_duplicate_instance_id_waits_instead_of_stealing(cluster):
+    first = cluster.add_node("a")
+    assert cluster.wait_until(lambda: first.healthy)
+    twin_cluster_node = cluster.add_node("a-twin", start=False)
+    # same instance id as "a": rebuild its record under that id
+    twin = twin_cluster_node
+    twin.coordinator.instance_id = "a"
+    twin.coordinator.record = first.coordinator.record
+    twin.start()
+    gevent.sleep(0.5)
+    assert first.healthy and not twin.healthy
+    entry = cluster.fake.dump("service/voltha/members/a")["service/voltha/members/a"]
+    assert entry[1] == first.coordinator.session.session_id
+    cluster.stop("a")
+    assert cluster.wait_until(lambda: twin.healthy, timeout=5)
+
+
+def test_workload_changes_are_soaked_into_one_reassignment():
+    with FakeCluster(FakeConsul(), soak=0.5) as c:
+        node = c.add_node("a")
+        assert c.wait_until(lambda: node.is_leader and node.coordinator.leader is not None)
+        leader = node.coordinator.leader
+        assert c.wait_until(lambda: leader.state.value == "idle" or leader.stats.reassignments >= 1)
+        before = leader.stats.reassignments
+        for i in range(5):
+            c.add_items(f"burst{i}")
+            gevent.sleep(0.1)
+        assert c.wait_until(lambda: c.converged({f"burst{i}" for i in range(5)}), timeout=5)
+        gevent.sleep(0.7)
+        assert leader.stats.reassignments == before + 1
+
+
+def test_handler_failures_are_retried_and_counted(cluster):
+    node = cluster.add_node("a", fail_times=2)
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)), timeout=10)
+    assert node.worker.stats.handler_failures == 2
+
+
+def test_revoke_handler_that_hangs_is_bounded_by_stop_timeout():
+    with FakeCluster(FakeConsul(), stop_timeout=0.3) as c:
+        c.add_items("x")
+        a = c.add_node("a", revoke_delay=30)
+        assert c.wait_until(lambda: c.converged({"x"}))
+        c.remove_items("x")
+        assert c.wait_until(lambda: not a.owned() and not a.revoking(), timeout=3)
+        # the lock is released only after the hung handler was cut off
+        assert c.fake.dump("service/voltha/owners/x")["service/voltha/owners/x"][1] is None
+
+
+def test_malformed_entries_are_skipped_and_counted(cluster):
+    client = cluster.fake.client()
+    client.kv.put("service/voltha/workload/nested/deeper", "x")
+    client.kv.put("service/voltha/workload/bad name!", "x")
+    client.kv.put("service/voltha/assignments/ghost/item000", "{}")
+    client.kv.put("service/voltha/assignments/garbage", "{}")
+    client.kv.put("service/voltha/workload/binary", b"\xff\xfe\x00")
+    node = cluster.add_node("a")
+    assert cluster.wait_until(lambda: cluster.converged({*ITEMS, "binary"}))
+    leader = node.coordinator.leader
+    assert leader.stats.skipped_entries >= 2
+    assert cluster.handlers["a"].values["binary"] == b"\xff\xfe\x00"
+    assert "service/voltha/assignments/ghost/item000" not in cluster.fake.dump("service/voltha/assignments/")
+    assert cluster.fake.dump("service/voltha/workload/nested/deeper")  # never deleted
