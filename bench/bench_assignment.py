@@ -7,7 +7,7 @@ plain bounded loads (same epsilon, no stickiness) and the project's
 * compute time (median of several runs, ring cache cleared so the ring build is
   included) and microseconds per item; for ``desired_assignment`` also the sticky
   recompute after a join, which is what the leader runs on a membership change;
-* balance: max and min of load / weighted share;
+* balance: max and min of load / weighted share, initially and after the join;
 * movement when one member leaves / one joins, as a ratio to the optimum (the
   leaver's items; K / (N + 1)).  Baselines recompute from scratch (they have no
   ``current``); ``desired_assignment`` is given the previous result as ``current``.
@@ -77,6 +77,7 @@ def _measure(name: str, algo: Algo, k: int, n: int, runs: int) -> dict:
     joined = dict(members, joiner=1.0)
     join_seconds, after_join = _timed(lambda: algo(joined, items, before), runs)
     join_opt = k / (n + 1)
+    join_stats = asg.load_stats(after_join, joined)
     return {
         "algo": name,
         "K": k,
@@ -88,6 +89,8 @@ def _measure(name: str, algo: Algo, k: int, n: int, runs: int) -> dict:
         "min_over_mean": round(stats.min_over_mean, 4),
         "leave_ratio": round(_moved(before, after_leave) / leave_opt, 4) if leave_opt else None,
         "join_ratio": round(_moved(before, after_join) / join_opt, 4),
+        "join_max_over_mean": round(join_stats.max_over_mean, 4),
+        "join_min_over_mean": round(join_stats.min_over_mean, 4),
     }
 
 
@@ -115,6 +118,8 @@ _COLUMNS = (
     ("min_over_mean", "{:>13}"),
     ("leave_ratio", "{:>11}"),
     ("join_ratio", "{:>10}"),
+    ("join_max_over_mean", "{:>18}"),
+    ("join_min_over_mean", "{:>18}"),
 )
 
 
