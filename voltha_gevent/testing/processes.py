@@ -1,0 +1,147 @@
+"""voltha-gevent nodes as separate processes, for integration tests, benches and chaos runs.
+
+Each :class:`NodeProcess` runs ``python -m voltha_gevent run`` with its own settings in the
+environment, a report file of the work it starts and stops (for the auditor), and its log
+in a file. Only processes started here are ever signalled, by pid; ``stop()`` sends SIGTERM
+and escalates to SIGKILL after a grace period, and is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .agents import CONSUL_ENV_VARS, free_port
+
+#: Settings for quick convergence in tests (soak short, lock-delay short).
+TEST_SETTINGS = {
+    "VOLTHA_SOAK": "0.5",
+    "VOLTHA_MAX_SOAK_DELAY": "3",
+    "VOLTHA_WORKER_SOAK": "0.1",
+    "VOLTHA_SESSION_TTL": "10",
+    "VOLTHA_CHECK_TTL": "2",
+    "VOLTHA_LOCK_DELAY": "1",
+    "VOLTHA_WATCH_WAIT": "10",
+    "VOLTHA_STOP_TIMEOUT": "2",
+    "VOLTHA_HANDOVER_TIMEOUT": "10",
+    "VOLTHA_LOG_FORMAT": "json",
+}
+
+
+class NodeProcess:
+    """One node process; ``workdir`` holds its log and report file."""
+
+    def __init__(self, instance_id: str, consul: str, workdir: Path, *, prefix: str = "service/voltha",
+                 settings: dict[str, str] | None = None) -> None:
+        self.instance_id = instance_id
+        self.consul = consul
+        self.prefix = prefix
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.rest_port = free_port()
+        self.report_file = self.workdir / f"{instance_id}.report.jsonl"
+        self.log_path = self.workdir / f"{instance_id}.log"
+        self.settings = {**TEST_SETTINGS, **(settings or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.kills: list[tuple[float, str]] = []
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in CONSUL_ENV_VARS and not k.startswith("VOLTHA_")}
+        env.update(self.settings)
+        env.update({
+            "VOLTHA_INSTANCE_ID": self.instance_id,
+            "VOLTHA_CONSUL": self.consul,
+            "VOLTHA_PREFIX": self.prefix,
+            "VOLTHA_REST_PORT": str(self.rest_port),
+        })
+        return env
+
+    def start(self) -> NodeProcess:
+        if self.alive():
+            return self
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
+        argv = [sys.executable, "-m", "voltha_gevent", "run", "--embedded-consul", "never",
+                "--report-file", str(self.report_file)]
+        self.process = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signum)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``grace``, then SIGKILL; the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without a word; recorded for the auditor."""
+        if self.alive():
+            assert self.process is not None
+            self.kills.append((time.time(), self.instance_id))
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        """GET a path of the node's HTTP endpoint: ``(status, parsed JSON or text)``."""
+        url = f"http://127.0.0.1:{self.rest_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode("utf-8", "replace")
+
+    def status(self) -> dict[str, Any] | None:
+        """The node's ``/status``, or None while it does not answer."""
+        try:
+            code, body = self.get("/status")
+        except (OSError, urllib.error.URLError):
+            return None
+        return body if code == 200 and isinstance(body, dict) else None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.1) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` (tests only: the library never polls)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
