@@ -38,7 +38,7 @@ test-integration: install consul
 	CONSUL_BIN="$$(./scripts/install-consul.sh)" $(BIN)/python -m pytest -m consul $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check voltha_gevent tests bench examples
+	$(BIN)/ruff check voltha_gevent tests bench $(wildcard examples)
 
 bench: install consul
 	CONSUL_BIN="$$(./scripts/install-consul.sh)" $(BIN)/python -m bench $(BENCH_ARGS)

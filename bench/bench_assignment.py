@@ -103,6 +103,7 @@ def run(quick: bool) -> dict:
         for n in GRID_N
         for name, algo in ALGOS.items()
     ]
+    sys.stdout.write(format_table(rows))
     params = {"epsilon": POLICY.epsilon, "vnodes": POLICY.vnodes, "sticky": POLICY.sticky, "runs": runs}
     return {"assignment": {"quick": quick, "policy": params, "rows": rows}}
 
@@ -138,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the result dict to this path")
     args = parser.parse_args(argv)
     result = run(args.quick)
-    sys.stdout.write(format_table(result["assignment"]["rows"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
