@@ -214,6 +214,7 @@ class DevAgent:
         *,
         host: str = "127.0.0.1",
         node: str = "dev",
+        port: int | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
         extra_args: tuple[str, ...] = (),
     ) -> None:
@@ -222,7 +223,7 @@ class DevAgent:
         self.node = node
         self.startup_timeout = startup_timeout
         self.extra_args = extra_args
-        self.port = free_port(host)
+        self.port = port or free_port(host)
         self.workdir = Path(tempfile.mkdtemp(prefix="voltha-consul-dev-"))
         self.log_path = self.workdir / "consul.log"
         self._process = _Process(self._argv(), self.log_path)
