@@ -77,22 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a local 'consul agent -dev' on localhost:8500 when none answers and no "
                           "address is configured (auto, default)")
     run.add_argument("--report-file", help="demo handler: append a JSON line per start/stop of work")
-    status = sub.add_parser("status", help="show the cluster")
+    status = sub.add_parser("status", help="show the cluster",
+                            description="Leader and epoch, members with addresses and item counts, "
+                                        "workload size, items unassigned and in handover.")
     _client_flags(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    workload = sub.add_parser("workload", help="list, add or remove workload items")
+    workload = sub.add_parser("workload", help="list, add or remove workload items",
+                              description="Administrator edits of <prefix>/workload/.")
     _client_flags(workload)
     wsub = workload.add_subparsers(dest="action", required=True)
-    wsub.add_parser("list", help="list items")
-    add = wsub.add_parser("add", help="add items (never overwrites)")
-    add.add_argument("items", nargs="+")
-    add.add_argument("--value", default="", help="value to store with each new item")
+    wsub.add_parser("list", help="list items, one per line")
+    add = wsub.add_parser("add", help="add items (never overwrites)",
+                          description="Create items with cas=0: existing items are left unchanged.")
+    add.add_argument("items", nargs="+", metavar="ITEM", help="item names: 1-256 of [A-Za-z0-9_-.,]")
+    value = add.add_mutually_exclusive_group()
+    value.add_argument("--value", default="", help="text stored with each new item (default empty)")
+    value.add_argument("--value-file", help="file whose bytes are stored with each new item ('-': stdin); "
+                                            "at most 512 KiB")
     remove = wsub.add_parser("remove", help="remove items")
-    remove.add_argument("items", nargs="+")
-    assignments = sub.add_parser("assignments", help="who should own and who owns items")
+    remove.add_argument("items", nargs="+", metavar="ITEM", help="item names")
+    assignments = sub.add_parser("assignments", help="who should own and who owns items",
+                                 description="Per item, ordered by member: the published assignment, "
+                                             "what the assignment function wants for the live members "
+                                             "now, and the holder of the owner lock.")
     _client_flags(assignments)
     assignments.add_argument("--item", help="only this item")
-    assignments.add_argument("--json", action="store_true")
+    assignments.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
