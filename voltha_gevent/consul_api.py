@@ -9,7 +9,13 @@ library's mixed bag of answers into the project's own types and errors:
 * "invalid session" answers (HTTP 500 on acquire, 404 on renew) become
   :class:`SessionInvalid` - never retried, the session is gone and with it every lock;
 * a rolled-back transaction (HTTP 409) becomes :class:`TransactionFailed` with the parsed
-  ``(op_index, what)`` list; HTTP 403 becomes :class:`PermissionDenied`.
+  ``(op_index, what)`` list; HTTP 403 becomes :class:`PermissionDenied` (so does a transaction
+  whose every failed operation was refused by the ACLs), naming the call and the key, and is
+  handed to the ``on_denied`` hook wherever it happens, so a missing ACL right is reported
+  even by loops that do not go through :class:`Retrying` (locks, watches).
+
+The ACL token travels in the ``X-Consul-Token`` header only (never in a URL, so never in a
+``requests`` error message), and :class:`ClientSettings` leaves it out of its ``repr``.
 
 A switch to another client library (py-consul, say) touches this file only.
 """
@@ -78,7 +84,7 @@ class ClientSettings:
     host: str = "127.0.0.1"
     port: int = 8500
     scheme: str = "http"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     verify: bool | str = True
     cert: tuple[str, str] | None = None
     dc: str | None = None
@@ -259,7 +265,7 @@ def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
     return exc
 
 
-def _txn_failure(text: str) -> TransactionFailed:
+def _txn_failure(text: str) -> TransactionFailed | PermissionDenied:
     body = text.split(" ", 1)[1] if " " in text else ""
     errors: list[tuple[int, str]] = []
     try:
@@ -268,6 +274,8 @@ def _txn_failure(text: str) -> TransactionFailed:
     except (ValueError, AttributeError, TypeError):
         errors.append((-1, body))
     detail = "; ".join(f"op {i}: {what}" for i, what in errors) or body
+    if errors and all("permission denied" in what.lower() for _, what in errors):
+        return PermissionDenied(f"transaction: {detail}")
     return TransactionFailed(detail, errors=errors)
 
 
@@ -283,15 +291,36 @@ class ConsulAPI:
     Wrap calls in :meth:`Retrying.call` where a transient failure should be retried.
     """
 
-    def __init__(self, client: Any, *, consistency: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        consistency: str | None = None,
+        on_denied: Callable[[PermissionDenied], None] | None = None,
+    ) -> None:
         self.client = client
         self.consistency = consistency
+        self.on_denied = on_denied
 
     def _call(self, fn: Callable[..., Any], *args: Any, session_id: str | None = None, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
         except _TRANSLATED as exc:
-            raise translate(exc, session_id=session_id) from exc
+            error = translate(exc, session_id=session_id)
+            if isinstance(error, PermissionDenied):
+                error = self._denied(error, fn, args)
+            raise error from exc
+
+    def _denied(
+        self, error: PermissionDenied, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> PermissionDenied:
+        """Name the call and its key in the error, and hand it to ``on_denied``."""
+        call = getattr(fn, "__qualname__", "call").rsplit(".", 2)[-2:]
+        target = f" {args[0]}" if args and isinstance(args[0], str) else ""
+        error = PermissionDenied(f"{error.detail} ({'.'.join(call)}{target})")
+        if self.on_denied is not None:
+            self.on_denied(error)
+        return error
 
     # -- reads -------------------------------------------------------------------------
 
@@ -379,7 +408,10 @@ class ConsulAPI:
             raise ConsulRejected(f"transaction has {len(payload)} operations (> {TXN_MAX_OPS})")
         answer = self._call(self.client.txn.put, payload) or {}
         if answer.get("Errors"):
-            raise _txn_failure("409 " + json.dumps({"Errors": answer["Errors"]}))
+            error = _txn_failure("409 " + json.dumps({"Errors": answer["Errors"]}))
+            if isinstance(error, PermissionDenied):
+                error = self._denied(error, self.client.txn.put, ())
+            raise error
         return [KVEntry.from_consul(r["KV"]) for r in answer.get("Results") or [] if r.get("KV")]
 
     # -- sessions ----------------------------------------------------------------------
@@ -508,12 +540,20 @@ class Retrying:
         base = self.schedule[-1] if slowest else self.schedule[min(attempt, len(self.schedule) - 1)]
         return base * (1.0 + random.uniform(0.0, BACKOFF_JITTER))
 
+    def note_denied(self, exc: PermissionDenied, what: str = "consul-call") -> None:
+        """Count and log a 403 once, whoever met it (:class:`ConsulAPI`'s ``on_denied`` hook)."""
+        if getattr(exc, "_noted", False):
+            return
+        exc._noted = True  # type: ignore[attr-defined]
+        self.stats.permission_denied += 1
+        self.stats.last_error = str(exc)
+        log.error("consul-permission-denied", what=what, error=str(exc))
+
     def _note_failure(self, exc: Exception, what: str, attempt: int) -> None:
         self.stats.errors += 1
         self.stats.last_error = str(exc)
         if isinstance(exc, PermissionDenied):
-            self.stats.permission_denied += 1
-            log.error("consul-permission-denied", what=what, error=str(exc))
+            self.note_denied(exc, what)
         elif attempt == 0:
             event = "consul-not-up" if "Connection" in str(exc) else "cannot-connect-to-consul"
             log.warning(event, what=what, error=str(exc))

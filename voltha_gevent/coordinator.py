@@ -67,11 +67,12 @@ class Coordinator:
         self.instance_id = config.instance_id
         self.leader_class = leader_class
         factory = client_factory or consul_api.client_factory(config.client_settings())
-        self.api = ConsulAPI(factory(consul_api.CALL_TIMEOUT))
-        self.watch_api = ConsulAPI(factory(consul_api.long_poll_timeout(config.watch_wait)))
-        self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT))
         self._stop = gevent.event.Event()
         self.retry = Retrying(stop=self._stop)
+        denied = self.retry.note_denied  # every 403, wherever met, is logged and shown on /health
+        self.api = ConsulAPI(factory(consul_api.CALL_TIMEOUT), on_denied=denied)
+        self.watch_api = ConsulAPI(factory(consul_api.long_poll_timeout(config.watch_wait)), on_denied=denied)
+        self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
         self.session = SessionKeeper(
             self.session_api,
             self.retry,

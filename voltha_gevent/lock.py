@@ -25,13 +25,14 @@ import gevent
 import gevent.event
 import structlog
 
-from .consul_api import ConsulAPI, KVEntry
-from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
+from .consul_api import BACKOFF_SCHEDULE, ConsulAPI, KVEntry
+from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
 
-#: Retry pause after a failed acquire call (Consul unreachable).
+#: Retry pause after a failed acquire call (Consul unreachable); a 403 waits the slowest
+#: backoff step instead.
 ACQUIRE_RETRY = 1.0
 
 
@@ -169,7 +170,7 @@ class SessionLock:
             return None
         except (ConsulUnavailable, ConsulRejected) as exc:
             log.warning("lock-acquire-failed", lock=self.name, error=str(exc))
-            return ACQUIRE_RETRY
+            return BACKOFF_SCHEDULE[-1] if isinstance(exc, PermissionDenied) else ACQUIRE_RETRY
 
 
 def _as_bytes(value: bytes | str) -> bytes:

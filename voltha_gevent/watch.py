@@ -6,7 +6,7 @@ snapshot restore, deleting the highest key of a prefix) resets it to 0; a wake-u
 equals the last delivered data is not a change, so ``on_change`` fires only on real change
 and always with the latest state (intermediate states may be skipped, as in Consul). Re-arms
 are rate-limited by a small token bucket so a misbehaving Consul cannot cause a request
-storm, and errors back off along the project's retry schedule.
+storm, and errors back off along the project's retry schedule (a 403 at its slowest step).
 
 If ``on_change`` raises, the error is logged and counted (``watch-callback-failed``) and the
 watch goes on: one bad record must not blind a node. Stopping is immediate: ``stop()`` sets
@@ -26,7 +26,7 @@ import gevent.event
 import structlog
 
 from .consul_api import BACKOFF_SCHEDULE, ConsulAPI
-from .errors import ConsulRejected, ConsulUnavailable
+from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +146,8 @@ class Watch:
                 failures += 1
                 self.stats.errors += 1
                 self._report_error(exc, failures)
-                step = BACKOFF_SCHEDULE[min(failures - 1, len(BACKOFF_SCHEDULE) - 1)]
+                rung = len(BACKOFF_SCHEDULE) if isinstance(exc, PermissionDenied) else failures
+                step = BACKOFF_SCHEDULE[min(rung, len(BACKOFF_SCHEDULE)) - 1]
                 if self._stop.wait(step):
                     return
                 continue
