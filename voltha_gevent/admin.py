@@ -24,16 +24,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import structlog
-
 from .assignment import desired_assignment
 from .config import Config
 from .consul_api import MAX_VALUE_BYTES, ConsulAPI, make_client
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, VolthaError
 from .keys import Keys, child_name, split_assignment, valid_name
 from .membership import MemberRecord, parse_members
-
-log = structlog.get_logger(__name__)
 
 #: Timeout of every admin call: an operator waits this long at most per request, no retries.
 ADMIN_TIMEOUT = 5.0
@@ -289,7 +285,6 @@ def _add(api: ConsulAPI, keys: Keys, items: list[str], value: bytes) -> int:
         _out(f"added   {item}")
     for item in existed:
         _out(f"exists  {item} (left unchanged)")
-    log.debug("workload-added", added=len(created), existed=len(existed))
     return EXIT_OK
 
 
@@ -302,7 +297,6 @@ def _remove(api: ConsulAPI, keys: Keys, items: list[str]) -> int:
             _out(f"removed {item}")
         else:
             _out(f"absent  {item} (nothing to remove)")
-    log.debug("workload-removed", removed=len([i for i in items if i in present]))
     return EXIT_OK
 
 
