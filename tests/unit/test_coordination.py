@@ -160,3 +160,47 @@ def test_malformed_entries_are_skipped_and_counted(cluster):
     assert cluster.handlers["a"].values["binary"] == b"\xff\xfe\x00"
     assert "service/voltha/assignments/ghost/item000" not in cluster.fake.dump("service/voltha/assignments/")
     assert cluster.fake.dump("service/voltha/workload/nested/deeper")  # never deleted
+
+
+def test_a_change_during_reassignment_schedules_exactly_one_more_run(monkeypatch):
+    import voltha_gevent.leader as leader_module
+
+    real = leader_module.desired_assignment
+    calls = []
+
+    with FakeCluster(FakeConsul(), soak=0.2) as c:
+        def slow_first_run(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:  # the workload changes while the first run computes
+                c.add_items("during-1")
+                c.add_items("during-2")
+                gevent.sleep(0.3)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(leader_module, "desired_assignment", slow_first_run)
+        c.add_items("x")
+        node = c.add_node("a")
+        assert c.wait_until(lambda: c.converged({"x", "during-1", "during-2"}), timeout=5)
+        gevent.sleep(0.6)  # two soaks: no third run may come
+        assert node.coordinator.leader.stats.reassignments == 2
+        assert len(calls) == 2
+
+
+def test_worker_waits_for_the_previous_owner_without_polling():
+    with FakeCluster(FakeConsul(), handover_timeout=0.5) as cluster:
+        cluster.add_items(*ITEMS)
+        client = cluster.fake.client()
+        squatter = client.session.create(ttl=10, lock_delay=0)
+        assert client.kv.put("service/voltha/owners/item000", "old-owner", acquire=squatter)
+        node = cluster.add_node("a")
+        # the leader grants item000 only after its handover timeout: the lock is held elsewhere
+        assert cluster.wait_until(lambda: node.pending() == {"item000"})
+        assert len(node.owned()) == len(ITEMS) - 1
+        assert node.coordinator.leader.stats.handover_timeouts == 1
+        gets_before = cluster.fake.request_counts.get("kv.get", 0)
+        gevent.sleep(1.0)
+        # waiting is one blocking query on the key, not a poll loop
+        assert cluster.fake.request_counts.get("kv.get", 0) - gets_before < 10
+        client.kv.put("service/voltha/owners/item000", None, release=squatter)
+        assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+        assert cluster.ledger.violations == []
