@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a local 'consul agent -dev' on localhost:8500 when none answers and no "
                           "address is configured (auto, default)")
     run.add_argument("--report-file", help="demo handler: append a JSON line per start/stop of work")
+    run.add_argument("--no-dispatch", dest="dispatch", action="store_false",
+                     help="demo: do not mount the request dispatcher (POST /request, POST /dispatch; "
+                          "shared token for /dispatch from VOLTHA_DISPATCH_TOKEN)")
     status = sub.add_parser("status", help="show the cluster",
                             description="Leader and epoch, members with addresses and item counts, "
                                         "workload size, items unassigned and in handover.")
@@ -86,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Administrator edits of <prefix>/workload/.")
     _client_flags(workload)
     wsub = workload.add_subparsers(dest="action", required=True)
-    wsub.add_parser("list", help="list items, one per line")
+    listing = wsub.add_parser("list", help="list items, one per line")
     add = wsub.add_parser("add", help="add items (never overwrites)",
                           description="Create items with cas=0: existing items are left unchanged.")
     add.add_argument("items", nargs="+", metavar="ITEM", help="item names: 1-256 of [A-Za-z0-9_-.,]")
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "at most 512 KiB")
     remove = wsub.add_parser("remove", help="remove items")
     remove.add_argument("items", nargs="+", metavar="ITEM", help="item names")
+    for action in (listing, add, remove):
+        _client_flags(action, nested=True)
     assignments = sub.add_parser("assignments", help="who should own and who owns items",
                                  description="Per item, ordered by member: the published assignment, "
                                              "what the assignment function wants for the live members "
@@ -111,9 +116,12 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, help=help_text)
 
 
-def _client_flags(parser: argparse.ArgumentParser) -> None:
+def _client_flags(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """The settings an admin command needs. ``nested`` parsers (``workload add``) accept them too,
+    without defaults, so a flag given before or after the action both count."""
+    extra = {"default": argparse.SUPPRESS} if nested else {}
     for name in ("consul", "consul_scheme", "consul_token_file", "consul_ca_file", "prefix", "log_format"):
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_SETTING_FLAGS[name])
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_SETTING_FLAGS[name], **extra)
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -162,6 +170,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     handler = DemoHandler(config.instance_id, args.report_file)
     node = Node(config, handler=handler)
     endpoint = HttpEndpoint(node, config.rest_bind, config.rest_port)
+    dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch else None
     done = gevent.event.Event()
 
     def shutdown(signum: int = signal.SIGTERM) -> None:
@@ -175,14 +184,28 @@ def run(config: Config, args: argparse.Namespace) -> int:
         endpoint.start()
         node.coordinator.record = _with_port(node.coordinator.record, endpoint.port)
         node.start()
+        if dispatcher is not None:
+            dispatcher.start()
         log.info("node-running", instance_id=config.instance_id, consul=config.consul, prefix=config.prefix)
         done.wait()
+        if dispatcher is not None:
+            dispatcher.stop()
         node.stop()
         endpoint.stop()
     finally:
         if agent is not None:
             agent.stop()
     return EXIT_OK
+
+
+def _demo_dispatcher(node: Any, endpoint: Any, handler: "DemoHandler") -> Any:
+    """Demo request dispatcher: its echo handler answers ``{"item", "served_by", "payload"}``."""
+    from .northbound import RequestDispatcher
+
+    dispatcher = RequestDispatcher(node, handler.serve, queue_size=1000, workers=32, forward_timeout=5.0,
+                                   owner_wait=10.0, token=os.environ.get("VOLTHA_DISPATCH_TOKEN"))
+    dispatcher.mount(endpoint)
+    return dispatcher
 
 
 def _with_port(record: Any, port: int) -> Any:
@@ -230,11 +253,17 @@ class DemoHandler:
         log.info("work-stopped", item=item)
         self._report("stop", item)
 
-    def _report(self, event: str, item: str) -> None:
+    def serve(self, item: str | None, payload: Any) -> dict[str, Any]:
+        """Dispatcher handler: echo, and report ``served`` with the payload's ``id``."""
+        request_id = payload.get("id") if isinstance(payload, dict) else None
+        self._report("served", item or "", request=request_id)
+        return {"item": item, "served_by": self.instance_id, "payload": payload}
+
+    def _report(self, event: str, item: str, **extra: Any) -> None:
         if not self.report_file:
             return
         line = json.dumps({"t": time.time(), "instance": self.instance_id, "pid": os.getpid(),
-                           "event": event, "item": item})
+                           "event": event, "item": item, **extra})
         with open(self.report_file, "a") as handle:
             handle.write(line + "\n")
 
