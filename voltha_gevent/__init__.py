@@ -19,6 +19,7 @@ _EXPORTS = {
     "Config": "config",
     "ConfigError": "errors",
     "ConsulRejected": "errors",
+    "ConsulTLSError": "errors",
     "ConsulUnavailable": "errors",
     "Coordinator": "coordinator",
     "Leader": "leader",

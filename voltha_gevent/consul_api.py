@@ -5,7 +5,8 @@ Everything else talks to Consul through :class:`ConsulAPI`, which wraps a python
 library's mixed bag of answers into the project's own types and errors:
 
 * network trouble, 5xx answers and garbage bodies become :class:`ConsulUnavailable`
-  (transient: retry with :class:`Retrying`);
+  (transient: retry with :class:`Retrying`); a failed TLS handshake is its subclass
+  :class:`ConsulTLSError`, logged as ``consul-tls-failed`` on every retry;
 * "invalid session" answers (HTTP 500 on acquire, 404 on renew) become
   :class:`SessionInvalid` - never retried, the session is gone and with it every lock;
 * a rolled-back transaction (HTTP 409) becomes :class:`TransactionFailed` with the parsed
@@ -39,6 +40,7 @@ import structlog
 
 from .errors import (
     ConsulRejected,
+    ConsulTLSError,
     ConsulUnavailable,
     PermissionDenied,
     SessionInvalid,
@@ -258,6 +260,8 @@ def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
         if "invalid session" in lowered or ("session" in lowered and "not exist" in lowered):
             return SessionInvalid(text, session_id=session_id)
         return ConsulUnavailable(text or type(exc).__name__)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ConsulTLSError(text)
     if isinstance(exc, NetworkError):
         return ConsulUnavailable(f"{type(exc).__name__}: {text}")
     if isinstance(exc, (ValueError, KeyError, TypeError)):
@@ -554,6 +558,8 @@ class Retrying:
         self.stats.last_error = str(exc)
         if isinstance(exc, PermissionDenied):
             self.note_denied(exc, what)
+        elif isinstance(exc, ConsulTLSError):
+            log.error("consul-tls-failed", what=what, error=str(exc))
         elif attempt == 0:
             event = "consul-not-up" if "Connection" in str(exc) else "cannot-connect-to-consul"
             log.warning(event, what=what, error=str(exc))

@@ -35,6 +35,13 @@ class ConsulUnavailable(VolthaError):
     template = "consul unavailable: {detail}"
 
 
+class ConsulTLSError(ConsulUnavailable):
+    """The TLS handshake with Consul failed (CA, client certificate or scheme); retried like
+    any unavailability, but reported as what it is."""
+
+    template = "consul TLS handshake failed (check consul_scheme, consul_ca_file, consul_cert_file): {detail}"
+
+
 class ConsulRejected(VolthaError):
     """Consul refused the request for good (bad request, too large...); retrying will not help."""
 

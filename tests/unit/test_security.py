@@ -115,3 +115,18 @@ def test_token_never_in_a_toml_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         Config.load(environ={}, config_file=str(path))
     assert SECRET not in str(info.value)
+
+
+def test_tls_failure_is_its_own_error_and_logged_as_such():
+    import requests
+
+    from voltha_gevent.errors import ConsulTLSError, ConsulUnavailable
+
+    error = translate(requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"))
+    assert isinstance(error, ConsulTLSError) and isinstance(error, ConsulUnavailable)
+    assert "TLS handshake failed" in str(error) and "consul_ca_file" in str(error)
+    retry = Retrying()
+    with structlog.testing.capture_logs() as logs:
+        retry._note_failure(error, "create-session", 3)
+    assert [e["event"] for e in logs] == ["consul-tls-failed"]
+    assert retry.stats.last_error == str(error)
