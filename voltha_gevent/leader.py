@@ -271,9 +271,9 @@ class Leader:
 
     def _complete_handovers(self) -> int:
         """Grant pending items whose old owner let go (or whose handover timed out)."""
+        self._owners_changed.clear()  # even with nothing pending, or the main loop spins on it
         if not self.pending_since:
             return 0
-        self._owners_changed.clear()
         now = time.monotonic()
         grants = []
         for item, since in sorted(self.pending_since.items()):
