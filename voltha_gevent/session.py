@@ -10,7 +10,12 @@ session - as soon as either is true:
 
 Optionally the session is also tied to an agent TTL health check that this process keeps
 passing every ``check_ttl / 3``: a crashed or frozen process then loses its session about
-``check_ttl`` after its last pass instead of up to ``2 x session_ttl``.
+``check_ttl`` after its last pass instead of up to ``2 x session_ttl``. The same bound holds
+on this side: once no pass has succeeded for a whole ``check_ttl`` (counted from when the
+last successful pass was sent; the agent is dead, unreachable or this process was frozen),
+the check may be critical and the session invalidated, so the session is declared lost at
+once, without waiting for Consul to say so - Consul (serfHealth of a dead agent, the check
+itself) can invalidate it much sooner than a whole session TTL.
 
 Sessions use ``behavior=release``, not ``delete``: the leader epoch is the leader key's
 ``LockIndex``, which Consul bumps on every new holder of an existing key but restarts at 1
@@ -77,6 +82,7 @@ class SessionKeeper:
         self.renewals = 0
         self.losses = 0
         self.last_renewal = 0.0
+        self.last_pass = 0.0  # monotonic time the last successful check pass was sent
         self.renew_interval = ttl / 3.0
         self.lost = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
@@ -93,12 +99,7 @@ class SessionKeeper:
         if self.check_ttl:
             self.retry.call(self._register_check, what="register-check")
             checks = ["serfHealth", self.check_id]  # type: ignore[list-item]
-        session_id = self.retry.call(
-            lambda: self.api.create_session(
-                name=self.name, ttl=self.ttl, behavior="release", lock_delay=self.lock_delay, checks=checks
-            ),
-            what="create-session",
-        )
+        session_id = self.retry.call(lambda: self._create_session(checks), what="create-session")
         self.session_id = session_id
         self.generation += 1
         self.state = SessionState.LIVE
@@ -108,11 +109,23 @@ class SessionKeeper:
         self._spawn(self._renew_loop, session_id)
         if self.check_ttl:
             self._spawn(self._check_loop, session_id)
+            self._spawn(self._check_deadline_loop, session_id)
         return session_id
+
+    def _create_session(self, checks: list[str] | None) -> str:
+        if self.check_ttl:  # a fresh pass: the check deadline counts from it
+            sent = time.monotonic()
+            self.api.pass_check(self.check_id or "")
+            self.last_pass = sent
+        return self.api.create_session(
+            name=self.name, ttl=self.ttl, behavior="release", lock_delay=self.lock_delay, checks=checks
+        )
 
     def _register_check(self) -> None:
         self.check_id = self.api.register_ttl_check(self.service_id, self.name, self.check_ttl)
+        sent = time.monotonic()
         self.api.pass_check(self.check_id)
+        self.last_pass = sent
 
     def _spawn(self, fn: Callable[[str], None], session_id: str) -> None:
         self._greenlets = [g for g in self._greenlets if not g.dead]
@@ -147,11 +160,23 @@ class SessionKeeper:
     def _check_loop(self, session_id: str) -> None:
         interval = max(0.2, self.check_ttl / 3.0)
         while self._current(session_id):
+            sent = time.monotonic()
             try:
                 self.api.pass_check(self.check_id or "")
+                self.last_pass = sent
             except (ConsulUnavailable, ConsulRejected) as exc:
                 log.warning("health-check-pass-failed", check=self.check_id, error=str(exc))
             if self.lost.wait(interval):
+                return
+
+    def _check_deadline_loop(self, session_id: str) -> None:
+        """Declare the session lost once no check pass has succeeded for a whole check TTL."""
+        while self._current(session_id):
+            remaining = self.last_pass + self.check_ttl - time.monotonic()
+            if remaining <= 0:
+                self.mark_lost(session_id, f"no health check pass for a whole check TTL ({self.check_ttl}s)")
+                return
+            if self.lost.wait(remaining):
                 return
 
     def _current(self, session_id: str) -> bool:
