@@ -1,7 +1,8 @@
 """Node processes against a real ACL-enabled Consul (default deny) with the shipped policy.
 
 * the shipped ``deploy/consul-policy.hcl`` (rendered for the test's prefix) is all three
-  nodes need to elect, assign, hand items over to a joiner and fail over on SIGTERM;
+  nodes need to elect, assign, hand items over to a joiner (whose token comes from
+  ``VOLTHA_CONSUL_TOKEN_FILE``) and fail over on SIGTERM;
 * a token without rights to the prefix (or without any) gets ``consul-permission-denied`` in
   the log and on ``/health``, backs off, and writes nothing;
 * an anonymous client cannot read the prefix; the token never appears in a node's log;
@@ -64,7 +65,7 @@ class AclBed:
         return str(token["SecretID"])
 
     def start(self, name: str, token: str, **settings: str) -> NodeProcess:
-        env = {"VOLTHA_CONSUL_TOKEN": token, **settings}
+        env = {"VOLTHA_CONSUL_TOKEN": token, **settings} if token else dict(settings)
         node = NodeProcess(name, self.agent.http_addr, self.tmp, prefix=self.prefix, settings=env).start()
         self.nodes[name] = node
         return node
@@ -128,7 +129,11 @@ def test_shipped_policy_is_enough_to_elect_assign_and_hand_over(bed: AclBed) -> 
     bed.start("n2", token)
     assert wait_for(bed.converged, 20), bed.explain()
 
-    bed.start("n3", token)  # a joiner: items move to it through graceful handover
+    token_file = bed.tmp / "n3.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    bed.start("n3", "", VOLTHA_CONSUL_TOKEN_FILE=str(token_file))  # joiner, token from a file
+    assert wait_for(lambda: bed.nodes["n3"].status() is not None, 10), bed.explain()
     assert wait_for(bed.converged, 20), bed.explain()
     assert all(len((p.status() or {})["owned"]) > 0 for p in bed.nodes.values())
 
