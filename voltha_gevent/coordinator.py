@@ -30,7 +30,7 @@ from . import consul_api
 from .config import Config
 from .consul_api import ClientFactory, ConsulAPI, KVEntry, Retrying
 from .election import Election
-from .errors import Stopped
+from .errors import ConsulRejected, Stopped
 from .keys import Keys
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
 from .session import SessionKeeper, SessionState
@@ -180,6 +180,15 @@ class Coordinator:
                     session_id = self.session.create()
                 except Stopped:
                     return
+                except ConsulRejected as exc:
+                    # A configuration problem (wrong scheme, bad request): report it and keep
+                    # trying at the slowest step, so fixing Consul needs no restart.
+                    self.retry.stats.errors += 1
+                    self.retry.stats.last_error = str(exc)
+                    log.error("session-create-rejected", error=str(exc))
+                    if self._stop.wait(consul_api.BACKOFF_SCHEDULE[-1]):
+                        return
+                    continue
                 self._start_session(session_id)
             gevent.wait([self.session.lost, self._stop], count=1)
             if not self._stop.is_set():

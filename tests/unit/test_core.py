@@ -247,3 +247,15 @@ def test_a_deposed_leaders_batch_is_rejected_by_consul():
         with pytest.raises(NotLeader):
             leader._write([TxnOp.set("service/voltha/assignments/a/x", "{}")])
         assert "service/voltha/assignments/a/x" not in cluster.fake.dump("service/voltha/assignments/")
+
+
+def test_coordinator_keeps_trying_when_consul_rejects_session_creation():
+    from voltha_gevent.consul_api import BadRequest
+
+    with FakeCluster(FakeConsul()) as cluster:
+        cluster.fake.fail_next(1, lambda: BadRequest("400 Client sent an HTTP request to an HTTPS server"))
+        node = cluster.add_node("a")
+        assert cluster.wait_until(lambda: node.coordinator.retry.stats.last_error is not None, timeout=2)
+        assert not node.healthy
+        assert "HTTPS" in node.coordinator.retry.stats.last_error
+        assert cluster.wait_until(lambda: node.healthy, timeout=10)  # the next try succeeds
