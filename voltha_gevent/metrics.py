@@ -9,10 +9,10 @@ live in one test process) and no hot path pays for metrics.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 if TYPE_CHECKING:
     from .node import Node
@@ -62,6 +62,23 @@ class NodeCollector:
         for name, stats in sorted(watches.items()):
             rearms.add_metric([name], stats.rearms)
         yield rearms
+        dispatcher = getattr(node, "dispatcher", None)
+        if dispatcher is not None:
+            yield from _dispatcher_metrics(dispatcher)
+
+
+def _dispatcher_metrics(dispatcher: Any) -> Iterator[Metric]:
+    """The request dispatcher's counters (voltha_gevent.northbound.dispatcher.DispatcherStats)."""
+    stats = dispatcher.stats
+    yield _counter("dispatch_local", "requests whose handler ran on this node", stats.local)
+    yield _counter("dispatch_forwarded", "requests forwarded to their owner and answered", stats.forwarded)
+    yield _counter("dispatch_received", "requests forwarded here by peers and served", stats.received)
+    yield _counter("dispatch_failed", "requests answered with an error", stats.failed)
+    yield _counter("dispatch_rejected", "requests refused because the dispatcher was full", stats.rejected)
+    yield _gauge("dispatch_queue_depth", "requests waiting in the queue", float(dispatcher.queue_depth))
+    latency = stats.latency
+    yield HistogramMetricFamily(f"{PREFIX}_dispatch_latency_seconds", "request latency, queue to answer",
+                                buckets=latency.cumulative(), sum_value=latency.total)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
