@@ -10,6 +10,7 @@ mounted with :meth:`HttpEndpoint.route`.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ class HttpEndpoint:
             "/status": self._status,
             "/metrics": self._metrics,
         }
-        self.server = WSGIServer((bind, port), self.app, log=None, error_log=None)
+        self.server = _NoDelayWSGIServer((bind, port), self.app, log=None, error_log=None)
 
     @property
     def port(self) -> int:
@@ -77,6 +78,18 @@ class HttpEndpoint:
 
     def _metrics(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", render(self.node)
+
+
+class _NoDelayWSGIServer(WSGIServer):
+    """pywsgi writes the headers and the body in two sends: with Nagle on, a keep-alive
+    client's delayed ACK stalls every answer by ~40 ms. TCP_NODELAY on each connection."""
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a UNIX socket): nothing to tune
+        super().handle(sock, address)
 
 
 _REASONS = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
