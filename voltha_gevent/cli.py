@@ -220,10 +220,16 @@ def _maybe_embedded_consul(config: Config, mode: str) -> Any:
     host, port = config.consul_host_port()
     if mode == "never" or (mode == "auto" and (configured or _answers(host, port))):
         return None
-    from .testing.agents import DevAgent
+    from .testing.agents import AgentStartupError, ConsulBinaryNotFound, DevAgent
 
     log.info("starting-embedded-consul", port=port)
-    agent = DevAgent(host="127.0.0.1", port=port).start()
+    try:
+        agent = DevAgent(host="127.0.0.1", port=port).start()
+    except (ConsulBinaryNotFound, AgentStartupError) as exc:
+        raise VolthaError(
+            f"no Consul answers on {host}:{port} and a local one could not be started ({exc}); "
+            "start Consul, or point --consul/VOLTHA_CONSUL at one"
+        ) from exc
     log.info("embedded-consul-ready", address=agent.http_addr, pid=agent.pid)
     return agent
 

@@ -70,7 +70,9 @@ class LeaderStats:
     revoked: int = 0
     handover_timeouts: int = 0
     skipped_entries: int = 0
-    handover_seconds: list[float] = field(default_factory=list)
+    handovers: int = 0
+    handover_total_seconds: float = 0.0
+    handover_seconds: list[float] = field(default_factory=list)  # the most recent 1,000
 
 
 @dataclass
@@ -294,6 +296,8 @@ class Leader:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
             self.stats.handover_seconds.append(now - since)
+            self.stats.handovers += 1
+            self.stats.handover_total_seconds += now - since
         del self.stats.handover_seconds[:-1000]
         self.stats.granted += len(grants)
         return len(grants)

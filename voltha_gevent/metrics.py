@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 
 if TYPE_CHECKING:
     from .node import Node
@@ -55,6 +61,9 @@ class NodeCollector:
             yield _gauge("reassignment_duration_seconds", "duration of the last reassignment",
                          stats.last_duration)
             yield _counter("items_moved", "items moved between live members", stats.moved)
+            yield SummaryMetricFamily(f"{PREFIX}_handover_seconds",
+                                      "time an item waited for its grant (old owner's release)",
+                                      count_value=stats.handovers, sum_value=stats.handover_total_seconds)
             yield _counter("handover_timeouts", "handovers past the timeout", stats.handover_timeouts)
             yield _counter("entries_skipped", "malformed entries skipped", stats.skipped_entries)
         watches = node.watch_stats()
