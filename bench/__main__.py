@@ -7,6 +7,11 @@ own table; this runner calls them in order, merges their dicts and writes
 
 from __future__ import annotations
 
+from gevent import monkey
+
+monkey.patch_all()  # before anything imports requests: the benches run greenlets on sockets
+
+# ruff: noqa: E402 - imports follow the monkey-patching
 import argparse
 import importlib
 import json

@@ -36,6 +36,7 @@ import consul.base
 import gevent
 import gevent.event
 import requests
+import requests.adapters
 import structlog
 
 from .errors import (
@@ -68,6 +69,9 @@ BACKOFF_JITTER = 0.1
 TXN_MAX_OPS = 64
 #: Consul rejects values larger than this (512 KiB).
 MAX_VALUE_BYTES = 512 * 1024
+#: Connections one client keeps open (greenlets sharing the client beyond this wait on none,
+#: but their connections are closed after use).
+POOL_SIZE = 64
 #: Default timeout of ordinary (non-blocking) calls.
 CALL_TIMEOUT = 10.0
 #: Margin added to a long poll's timeout on top of wait + wait/16 of server jitter.
@@ -111,6 +115,11 @@ def make_client(settings: ClientSettings, timeout: float = CALL_TIMEOUT) -> Any:
     client.http = client.http_connect(
         settings.host, settings.port, settings.scheme, settings.verify, settings.cert, timeout=timeout
     )
+    # One client serves many greenlets at once (a worker takes its owner locks in parallel):
+    # requests' default pool keeps only 10 connections and discards the rest after each call.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+    client.http.session.mount("http://", adapter)
+    client.http.session.mount("https://", adapter)
     client.scheme = settings.scheme
     client.token = settings.token
     return client
