@@ -92,7 +92,10 @@ class _NoDelayWSGIServer(WSGIServer):
         super().handle(sock, address)
 
 
-_REASONS = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
 
 
 def _json(data: Any) -> bytes:
