@@ -120,7 +120,11 @@ class Leader:
                   separator="/", name="leader-workload"),
             Watch(watch_api, self.keys.owners, self._on_owners, kind=WatchKind.TREE, wait=wait,
                   name="leader-owners"),
+            Watch(watch_api, self.keys.assignments, self._on_assignments, kind=WatchKind.KEYS, wait=wait,
+                  name="leader-assignments"),
         ]
+        self._published: set[tuple[str, str]] | None = None
+        self._writing = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -180,6 +184,21 @@ class Leader:
         self.view.owners = owners
         self._owners_changed.set()
 
+    def _on_assignments(self, names: list[str]) -> None:
+        parsed = (split_assignment(self.keys.assignments, key) for key in names)
+        self._published = {p for p in parsed if p is not None}
+        self._check_published()
+
+    def _check_published(self) -> None:
+        """Reassign when ``assignments/`` differs from what this leader wrote (another writer)."""
+        if self._published is None or self._writing or self.state is LeaderState.REASSIGNING:
+            return  # our own writes are in flight; checked again once they are done
+        expected = {(m, item) for item, ms in self.view.assigned.items() for m in ms}
+        if self._published != expected and not self._dirty.is_set():
+            log.info("assignments-changed-elsewhere", extra=len(self._published - expected),
+                     missing=len(expected - self._published))
+            self._dirty.set()
+
     def _skip(self, key: str, why: str) -> None:
         self.stats.skipped_entries += 1
         log.warning("entry-skipped", key=key, reason=why)
@@ -198,6 +217,7 @@ class Leader:
                 if self._soak():
                     self._reassign()
                 self._complete_handovers()
+                self._check_published()
                 gevent.wait([self._dirty, self._owners_changed, self._stop], count=1,
                             timeout=self._next_handover_deadline())
         except (NotLeader, Stopped) as exc:
@@ -331,8 +351,12 @@ class Leader:
         guard = [TxnOp.check_session(self.keys.leader, self.session_id)]
         batches = list(chunked(ops, guard, TXN_MAX_OPS))
         pool = gevent.pool.Pool(TXN_CONCURRENCY)
-        jobs = [pool.spawn(self._commit, batch) for batch in batches]
-        gevent.joinall(jobs, raise_error=True)
+        self._writing += 1
+        try:
+            jobs = [pool.spawn(self._commit, batch) for batch in batches]
+            gevent.joinall(jobs, raise_error=True)
+        finally:
+            self._writing -= 1
 
     def _commit(self, batch: list[TxnOp]) -> None:
         try:
