@@ -71,7 +71,7 @@ TXN_MAX_OPS = 64
 MAX_VALUE_BYTES = 512 * 1024
 #: Connections one client keeps open (greenlets sharing the client beyond this wait on none,
 #: but their connections are closed after use).
-POOL_SIZE = 64
+POOL_SIZE = 20
 #: Default timeout of ordinary (non-blocking) calls.
 CALL_TIMEOUT = 10.0
 #: Margin added to a long poll's timeout on top of wait + wait/16 of server jitter.

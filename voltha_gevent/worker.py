@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.pool
 import structlog
 
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     from .coordinator import Coordinator
 
 log = structlog.get_logger(__name__)
+
+#: Owner-lock acquire calls in flight at once per worker: a big assignment must not open
+#: hundreds of connections to one agent at once (Consul caps connections per client IP).
+ACQUIRE_CONCURRENCY = 16
 
 
 class AssignmentHandler(Protocol):
@@ -95,8 +100,6 @@ class ItemTask:
         self.lock_held = False
         self.work: gevent.Greenlet | None = None
         self.started_at = time.monotonic()
-        self._watch: Watch | None = None
-        self._free = gevent.event.Event()
         self.acquirer = gevent.spawn(self._acquire_and_start)
         self.acquirer.name = f"acquire:{item}"
 
@@ -108,7 +111,9 @@ class ItemTask:
         failures = 0
         while self.state is ItemState.PENDING:
             try:
-                if worker.api.acquire(key, worker.instance_id, self.session_id):
+                with worker.acquire_slots:
+                    acquired = worker.api.acquire(key, worker.instance_id, self.session_id)
+                if acquired:
                     break
             except SessionInvalid as exc:
                 worker.coordinator.session.mark_lost(self.session_id, f"owner lock: {exc}")
@@ -128,29 +133,17 @@ class ItemTask:
         self.work.name = f"work:{self.item}"
 
     def _wait_for_release(self, key: str) -> None:
-        """Block (on a blocking query, not a poll) until the lock looks free."""
-        if self._watch is None:
-            self._watch = Watch(self.worker.watch_api, key, self._on_owner_entry, kind=WatchKind.KEY,
-                                wait=self.worker.watch_wait, name=f"owner-wait:{self.item}").start()
-            log.info("waiting-for-previous-owner", item=self.item)
-            self._watch.wait_delivered(self.worker.watch_wait)
-        if self._last_entry is None:
+        """Block (on the worker's one owners/ blocking query, not a poll) until the lock looks free."""
+        waits = self.worker.owner_waits
+        if waits.looks_free(self.item):
             # The key looks free, yet the acquire was refused: Consul's lock-delay (or our
             # view lags a moment). Look again shortly rather than waiting for a change.
             gevent.sleep(max(0.05, self.worker.lock_delay / 4))
             return
-        self._free.clear()
-        self._free.wait(self.worker.watch_wait)
-
-    def _on_owner_entry(self, entry: KVEntry | None) -> None:
-        self._last_entry = entry if entry is not None and entry.session else None
-        if self._last_entry is None:
-            self._free.set()
+        waits.wait(self.item, self.worker.watch_wait)
 
     def _stop_watch(self) -> None:
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.stop()
+        self.worker.owner_waits.done(self.item)
 
     # -- running the handler -----------------------------------------------------------
 
@@ -219,6 +212,57 @@ class ItemTask:
             work.kill(block=True)
 
 
+class OwnerWaits:
+    """One blocking query on ``owners/``, shared by every item waiting for a previous owner.
+
+    Started when the first item has to wait and stopped when the last one stops waiting, so
+    a worker holds at most one extra long poll however many items are in handover (one long
+    poll per item would exhaust Consul's per-client connection limit in a big handover).
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.waiting: dict[str, gevent.event.Event] = {}
+        self.held: set[str] | None = None  # items whose owner lock is held, once read
+        self.watch: Watch | None = None
+
+    def looks_free(self, item: str) -> bool:
+        """True when the latest view shows no holder (False while there is no view yet)."""
+        self._ensure_watch(item)
+        return self.held is not None and item not in self.held
+
+    def wait(self, item: str, timeout: float) -> None:
+        event = self.waiting.setdefault(item, gevent.event.Event())
+        self._ensure_watch(item)
+        event.clear()
+        if self.held is not None and item not in self.held:
+            return
+        event.wait(timeout)
+
+    def done(self, item: str) -> None:
+        self.waiting.pop(item, None)
+        if not self.waiting and self.watch is not None:
+            watch, self.watch = self.watch, None
+            self.held = None
+            watch.stop()
+
+    def _ensure_watch(self, item: str) -> None:
+        self.waiting.setdefault(item, gevent.event.Event())
+        if self.watch is None:
+            log.info("waiting-for-previous-owners", first=item)
+            worker = self.worker
+            self.watch = Watch(worker.watch_api, worker.keys.owners, self._on_owners, kind=WatchKind.TREE,
+                               wait=worker.watch_wait, name="worker-owner-waits").start()
+            self.watch.wait_delivered(worker.watch_wait)
+
+    def _on_owners(self, entries: list[KVEntry]) -> None:
+        owners = self.worker.keys.owners
+        self.held = {name for e in entries if e.session and (name := child_name(owners, e.key))}
+        for item, event in list(self.waiting.items()):
+            if item not in self.held:
+                event.set()
+
+
 class Worker:
     """Runs this node's assigned items; a session duty of the coordinator."""
 
@@ -242,6 +286,8 @@ class Worker:
         self.lock_delay = config.lock_delay
         self.watch_wait = config.watch_wait
         self.stats = WorkerStats()
+        self.owner_waits = OwnerWaits(self)
+        self.acquire_slots = gevent.lock.BoundedSemaphore(ACQUIRE_CONCURRENCY)
         self.tasks: dict[str, ItemTask] = {}
         self.assigned: set[str] = set()
         self.settled = gevent.event.Event()
@@ -347,7 +393,7 @@ class Worker:
     # -- inspection --------------------------------------------------------------------
 
     def watches(self) -> list[Watch]:
-        return [self._watch] if self._watch is not None else []
+        return [w for w in (self._watch, self.owner_waits.watch) if w is not None]
 
     def owned(self) -> set[str]:
         """Items whose lock is held and whose work has started."""
