@@ -94,7 +94,14 @@ class SessionKeeper:
     # -- create ------------------------------------------------------------------------
 
     def create(self) -> str:
-        """A new live session (retrying while Consul is unavailable); starts renewing it."""
+        """A new live session (retrying while Consul is unavailable); starts renewing it.
+
+        A session declared lost is destroyed first: Consul may still count it alive (up to
+        2 x TTL, longer across a Raft leader change) and its locks would hold up the items
+        this node has already fenced.
+        """
+        if self.session_id and self.state is SessionState.LOST:
+            self._destroy_lost(self.session_id)
         checks: list[str] | None = None
         if self.check_ttl:
             self.retry.call(self._register_check, what="register-check")
@@ -120,6 +127,13 @@ class SessionKeeper:
         return self.api.create_session(
             name=self.name, ttl=self.ttl, behavior="release", lock_delay=self.lock_delay, checks=checks
         )
+
+    def _destroy_lost(self, session_id: str) -> None:
+        try:
+            self.retry.call(lambda: self.api.destroy_session(session_id), what="destroy-lost-session")
+            log.info("lost-session-destroyed", session=session_id)
+        except ConsulRejected as exc:
+            log.warning("session-destroy-failed", session=session_id, error=str(exc))
 
     def _register_check(self) -> None:
         self.check_id = self.api.register_ttl_check(self.service_id, self.name, self.check_ttl)

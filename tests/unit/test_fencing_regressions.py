@@ -47,3 +47,30 @@ def test_node_fences_its_work_within_the_check_ttl_when_its_agent_is_gone() -> N
         finally:
             cluster.fake.set_down(False)
         gevent.sleep(0)
+
+
+def test_a_lost_session_is_destroyed_before_the_next_one_is_created() -> None:
+    """After an outage Consul may still count the lost session alive (its TTL timers restart
+    with a new Raft leader), and its owners/ locks held up the fenced items for up to 2 x TTL."""
+    with FakeConsul() as fake:
+        api = ConsulAPI(fake.client(timeout=2.0))
+        keeper = SessionKeeper(api, Retrying(), name="t", ttl=10, lock_delay=0)
+        first = keeper.create()
+        keeper.mark_lost(first, "test")
+        second = keeper.create()
+        try:
+            sessions = fake.sessions()
+            assert first not in sessions
+            assert second in sessions
+        finally:
+            keeper.destroy()
+
+
+def test_node_re_owns_its_items_at_once_after_a_loss_consul_did_not_see() -> None:
+    with FakeCluster(FakeConsul()) as cluster:
+        cluster.add_items(*ITEMS)
+        node = cluster.add_node("a")
+        assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)), 10)
+        session = node.coordinator.session
+        session.mark_lost(session.session_id, "test: renewals failed for a whole TTL")
+        assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)), 5), sorted(node.pending())
