@@ -82,3 +82,15 @@ def contract_client(request: pytest.FixtureRequest) -> Any:
     if request.param == "fake":
         return request.getfixturevalue("fake_client")
     return request.getfixturevalue("real_client")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show how many passed tests ran against real Consul, so a run that skipped them shows."""
+    passed = terminalreporter.stats.get("passed", [])
+    real = sum(1 for report in passed if "consul" in report.keywords)
+    skipped = terminalreporter.stats.get("skipped", [])
+    skipped_real = sum(1 for report in skipped if "consul" in report.keywords)
+    terminalreporter.write_line(
+        f"unit tests passed: {len(passed) - real}; integration tests against real Consul passed: {real}"
+        + (f"; real-Consul tests SKIPPED: {skipped_real}" if skipped_real else "")
+    )
