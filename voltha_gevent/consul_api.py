@@ -414,8 +414,11 @@ class ConsulAPI:
             kw["cas"] = cas
         return bool(self._call(self.client.kv.delete, key, **kw))
 
-    def txn(self, ops: Iterable[TxnOp]) -> list[KVEntry]:
-        """Run ``ops`` all or nothing; raises :class:`TransactionFailed` on a rollback."""
+    def txn(self, ops: Iterable[TxnOp], *, results: bool = True) -> list[KVEntry]:
+        """Run ``ops`` all or nothing; raises :class:`TransactionFailed` on a rollback.
+
+        ``results=False`` skips building entries for writers that do not read them back.
+        """
         payload = [op.to_consul() for op in ops]
         if len(payload) > TXN_MAX_OPS:
             raise ConsulRejected(f"transaction has {len(payload)} operations (> {TXN_MAX_OPS})")
@@ -425,6 +428,8 @@ class ConsulAPI:
             if isinstance(error, PermissionDenied):
                 error = self._denied(error, self.client.txn.put, ())
             raise error
+        if not results:
+            return []
         return [KVEntry.from_consul(r["KV"]) for r in answer.get("Results") or [] if r.get("KV")]
 
     # -- sessions ----------------------------------------------------------------------

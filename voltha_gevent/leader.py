@@ -258,14 +258,16 @@ class Leader:
         self.desired = desired_assignment(weights, view.items, current, self.policy)
         revokes = [(m, item) for item, ms in view.assigned.items() for m in ms
                    if self.desired.get(item) != m]
-        self._write([TxnOp.delete(self.keys.assignment(m, item)) for m, item in sorted(revokes)])
         for m, item in revokes:
             view.assigned.get(item, set()).discard(m)
         now = time.monotonic()
         self.pending_since = {item: self.pending_since.get(item, now) for item, m in self.desired.items()
                               if m not in view.assigned.get(item, set())}
         moved = sum(1 for item, m in current.items() if self.desired.get(item) not in (None, m))
-        granted = self._complete_handovers()
+        # Revocations and the grants that need no handover (no owner lock held elsewhere)
+        # go out in one write phase; the rest wait for their old owner's release.
+        revoke_ops = [TxnOp.delete(self.keys.assignment(m, item)) for m, item in sorted(revokes)]
+        granted = self._complete_handovers(revoke_ops)
         self._prune_stale_members()
         duration = time.monotonic() - started
         self.stats.reassignments += 1
@@ -291,10 +293,14 @@ class Leader:
             assigned.setdefault(item, set()).add(member)
         self.view.assigned = assigned
 
-    def _complete_handovers(self) -> int:
-        """Grant pending items whose old owner let go (or whose handover timed out)."""
+    def _complete_handovers(self, first: list[TxnOp] | None = None) -> int:
+        """Grant pending items whose old owner let go (or whose handover timed out).
+
+        ``first`` (the revocations of a reassignment) is written in the same phase.
+        """
         self._owners_changed.clear()  # even with nothing pending, or the main loop spins on it
         if not self.pending_since:
+            self._write(first or [])
             return 0
         now = time.monotonic()
         grants = []
@@ -311,7 +317,8 @@ class Leader:
                             waited=round(now - since, 2))
                 grants.append((member, item, since))
         value = json.dumps({"epoch": self.epoch})
-        self._write([TxnOp.set(self.keys.assignment(m, item), value) for m, item, _ in grants])
+        grant_ops = [TxnOp.set(self.keys.assignment(m, item), value) for m, item, _ in grants]
+        self._write([*(first or []), *grant_ops])
         for member, item, since in grants:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
@@ -360,7 +367,7 @@ class Leader:
 
     def _commit(self, batch: list[TxnOp]) -> None:
         try:
-            self.coordinator.retry.call(lambda: self.api.txn(batch), what="leader-txn")
+            self.coordinator.retry.call(lambda: self.api.txn(batch, results=False), what="leader-txn")
         except TransactionFailed as exc:
             if any(index == 0 for index, _ in exc.errors):
                 raise NotLeader(f"epoch {self.epoch}: {exc}") from exc
