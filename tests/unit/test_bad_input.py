@@ -176,6 +176,17 @@ def test_a_duplicate_assignment_by_hand_never_runs_twice(cluster):
 # --------------------------------------------------------------------------- owners
 
 
+def test_a_stranger_cannot_take_the_owner_lock_of_a_running_item(cluster):
+    owner = next(n for n, node in cluster.nodes.items() if "item00" in node.owned())
+    session = foreign_session(cluster)
+    client = cluster.fake.client(node="stranger")
+    assert client.kv.put(key("owners/item00"), b"\x16\xd6", acquire=session) is False
+    gevent.sleep(0.5)
+    assert "item00" in cluster.nodes[owner].owned()
+    assert cluster.fake.dump(key("owners/item00"))[key("owners/item00")][1] != session
+    assert_intact(cluster)
+
+
 def test_owner_lock_held_by_a_foreign_session_blocks_only_that_item(cluster):
     owner = next(n for n, node in cluster.nodes.items() if "item05" in node.owned())
     others = set(ITEMS) - {"item05"}
@@ -266,21 +277,23 @@ def test_fuzzed_entries_never_break_the_cluster(entries):
         session = foreign_session(c)
         client = c.fake.client(node="stranger")
         protected = {key(f"workload/{i}") for i in ITEMS} | {key(f"members/{n}") for n in NODES}
+        taken = set()  # keys the stranger's session really locked (a held lock refuses it)
         for folder, name, value, locked in entries:
             k = key(folder + name)
             if k in protected or k == key("leader") and locked:
                 continue
             try:
-                client.kv.put(k, value, acquire=session if locked else None)
+                if client.kv.put(k, value, acquire=session if locked else None) and locked:
+                    taken.add((folder, name))
             except Exception:  # noqa: BLE001 - the fake rejects what Consul rejects; that is fine
                 continue
         extra = {n for f, n, _, _ in entries
                  if f == "workload/" and valid_name(n) and n not in ITEMS}
         items = set(ITEMS) | extra
         # owners/ locks of the stranger for valid items keep those items from running
-        blocked = {n for f, n, _, locked in entries if f == "owners/" and locked and n in items}
-        ghost = {n for f, n, v, locked in entries if f == "members/" and locked and valid_name(n)
-                 and _parses_as_member(v)}
+        blocked = {n for f, n in taken if f == "owners/" and n in items}
+        ghost = {n for f, n, v, locked in entries
+                 if f == "members/" and locked and (f, n) in taken and valid_name(n) and _parses_as_member(v)}
         if ghost:
             client.session.destroy(session)
             blocked = set()
