@@ -41,13 +41,21 @@ def _default_consul() -> str:
     return re.sub(r"^https?://", "", addr) or "localhost:8500"
 
 
+def _default_scheme() -> str:
+    """``https`` when ``CONSUL_HTTP_ADDR`` says so (or ``CONSUL_HTTP_SSL=true``), as Consul's CLI."""
+    addr = os.environ.get("CONSUL_HTTP_ADDR", "")
+    if addr.startswith("https://") or os.environ.get("CONSUL_HTTP_SSL", "").lower() == "true":
+        return "https"
+    return "http"
+
+
 @dataclass
 class Config:
     """Every setting of a node. Field names map to ``VOLTHA_<NAME>`` and ``--<name>``."""
 
     instance_id: str = field(default_factory=_default_instance_id)
     consul: str = field(default_factory=_default_consul)
-    consul_scheme: str = "http"
+    consul_scheme: str = field(default_factory=_default_scheme)
     consul_token: str | None = None
     consul_token_file: str | None = None
     consul_ca_file: str | None = None

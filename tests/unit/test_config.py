@@ -231,3 +231,14 @@ def test_example_file_loads_to_the_defaults_and_documents_every_setting(monkeypa
             assert "VOLTHA_CONSUL_TOKEN" in text
         else:
             assert f"\n{f.name} = " in text or f"\n# {f.name} = " in text, f.name
+
+
+def test_an_https_consul_http_addr_gives_the_https_scheme(monkeypatch):
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "https://consul.local:8501")
+    config = Config.load(environ={})
+    assert (config.consul, config.consul_scheme) == ("consul.local:8501", "https")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "consul.local:8500")
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+    assert Config.load(environ={}).consul_scheme == "https"
+    monkeypatch.delenv("CONSUL_HTTP_SSL")
+    assert Config.load(environ={"VOLTHA_CONSUL_SCHEME": "http"}).consul_scheme == "http"
