@@ -28,7 +28,7 @@ from .assignment import desired_assignment
 from .config import Config
 from .consul_api import MAX_VALUE_BYTES, ConsulAPI, make_client
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, VolthaError
-from .keys import Keys, child_name, split_assignment, valid_name
+from .keys import Keys, child_name, held_owners, split_assignment, valid_name
 from .membership import MemberRecord, parse_members
 
 #: Timeout of every admin call: an operator waits this long at most per request, no retries.
@@ -140,8 +140,7 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
         parsed = split_assignment(keys.assignments, key)
         if parsed is not None:
             assigned.setdefault(parsed[1], []).append(parsed[0])
-    owners = {name: entry.text() or "" for entry in owner_entries
-              if entry.session and (name := child_name(keys.owners, entry.key))}
+    owners = held_owners(keys.owners, owner_entries)
     items = sorted(name for key in item_keys if (name := child_name(keys.workload, key)))
     view = ClusterView(
         leader=(leader_entry.text() or "?") if leader_entry and leader_entry.session else None,

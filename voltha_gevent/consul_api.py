@@ -78,6 +78,13 @@ CALL_TIMEOUT = 10.0
 LONG_POLL_MARGIN = 5.0
 
 
+def backoff_step(failures: int, *, slowest: bool = False) -> float:
+    """Pause after the ``failures``-th consecutive failure (1-based) on the seed's schedule."""
+    if slowest:
+        return BACKOFF_SCHEDULE[-1]
+    return BACKOFF_SCHEDULE[min(max(failures, 1), len(BACKOFF_SCHEDULE)) - 1]
+
+
 def long_poll_timeout(wait: float) -> float:
     """The HTTP timeout that lets a blocking query of ``wait`` seconds finish, and no more."""
     return wait + wait / 16.0 + LONG_POLL_MARGIN

@@ -15,7 +15,9 @@ name outside :data:`NAME_RE`, is not ours to interpret and is skipped by the rea
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 #: Names that are safe as one Consul key segment in every Consul version.
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-.,]{1,256}$")
@@ -73,6 +75,17 @@ def child_name(folder: str, key: str) -> str | None:
         return None
     name = key[len(folder) :]
     return name if valid_name(name) else None
+
+
+def held_owners(folder: str, entries: Iterable[Any]) -> dict[str, str]:
+    """item -> holder's value (its instance id, "" when unreadable) for every ``owners/<item>``
+    lock held by a session, from a listing of ``folder``; nested or misnamed keys are left out."""
+    held = {}
+    for entry in entries:
+        name = child_name(folder, entry.key)
+        if name is not None and entry.session:
+            held[name] = entry.text() or ""
+    return held
 
 
 def split_assignment(folder: str, key: str) -> tuple[str, str] | None:

@@ -38,7 +38,7 @@ import structlog
 from .assignment import AssignmentPolicy, desired_assignment
 from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
 from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
-from .keys import Keys, child_name, split_assignment
+from .keys import Keys, child_name, held_owners, split_assignment
 from .membership import MemberParseStats, MemberRecord, parse_members
 from .watch import Watch, WatchKind
 
@@ -176,12 +176,7 @@ class Leader:
             self._dirty.set()
 
     def _on_owners(self, entries: list[KVEntry]) -> None:
-        owners = {}
-        for entry in entries:
-            name = child_name(self.keys.owners, entry.key)
-            if name is not None and entry.session:
-                owners[name] = entry.text() or ""
-        self.view.owners = owners
+        self.view.owners = held_owners(self.keys.owners, entries)
         self._owners_changed.set()
 
     def _on_assignments(self, names: list[str]) -> None:

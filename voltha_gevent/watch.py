@@ -25,7 +25,7 @@ import gevent
 import gevent.event
 import structlog
 
-from .consul_api import BACKOFF_SCHEDULE, ConsulAPI
+from .consul_api import ConsulAPI, backoff_step
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
 
 log = structlog.get_logger(__name__)
@@ -146,8 +146,7 @@ class Watch:
                 failures += 1
                 self.stats.errors += 1
                 self._report_error(exc, failures)
-                rung = len(BACKOFF_SCHEDULE) if isinstance(exc, PermissionDenied) else failures
-                step = BACKOFF_SCHEDULE[min(rung, len(BACKOFF_SCHEDULE)) - 1]
+                step = backoff_step(failures, slowest=isinstance(exc, PermissionDenied))
                 if self._stop.wait(step):
                     return
                 continue

@@ -34,9 +34,9 @@ import gevent.lock
 import gevent.pool
 import structlog
 
-from .consul_api import BACKOFF_SCHEDULE, KVEntry
+from .consul_api import KVEntry, backoff_step
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
-from .keys import child_name
+from .keys import child_name, held_owners
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class ItemTask:
             except (ConsulUnavailable, ConsulRejected) as exc:
                 failures += 1
                 log.warning("owner-lock-failed", item=self.item, error=str(exc))
-                gevent.sleep(BACKOFF_SCHEDULE[min(failures, len(BACKOFF_SCHEDULE)) - 1])
+                gevent.sleep(backoff_step(failures))
                 continue
             self._wait_for_release(key)
         else:
@@ -164,7 +164,7 @@ class ItemTask:
                 failures += 1
                 worker.stats.handler_failures += 1
                 log.error("assign-handler-failed", item=self.item, error=repr(exc), attempt=failures)
-                gevent.sleep(BACKOFF_SCHEDULE[min(failures, len(BACKOFF_SCHEDULE)) - 1])
+                gevent.sleep(backoff_step(failures))
                 continue
             worker.stats.assigned += 1
             log.info("item-started", item=self.item)
@@ -256,8 +256,7 @@ class OwnerWaits:
             self.watch.wait_delivered(worker.watch_wait)
 
     def _on_owners(self, entries: list[KVEntry]) -> None:
-        owners = self.worker.keys.owners
-        self.held = {name for e in entries if e.session and (name := child_name(owners, e.key))}
+        self.held = set(held_owners(self.worker.keys.owners, entries))
         for item, event in list(self.waiting.items()):
             if item not in self.held:
                 event.set()

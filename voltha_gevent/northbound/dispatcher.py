@@ -64,7 +64,7 @@ import structlog
 
 from ..consul_api import KVEntry
 from ..errors import ConsulRejected, ConsulUnavailable, Stopped, VolthaError
-from ..keys import child_name, valid_name
+from ..keys import held_owners, valid_name
 from ..watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -225,13 +225,9 @@ class OwnersView:
         return self._changed.wait(max(0.0, timeout))
 
     def _on_change(self, entries: list[KVEntry]) -> None:
-        owners = {}
-        for entry in entries:
-            name = child_name(self.keys.owners, entry.key)
-            holder = _holder(entry)
-            if name is not None and holder:
-                owners[name] = holder
-        self._owners = owners
+        # a lock whose holder value is unreadable names no member to forward to
+        self._owners = {item: holder for item, holder in held_owners(self.keys.owners, entries).items()
+                        if holder}
         changed, self._changed = self._changed, gevent.event.Event()
         changed.set()
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import gevent.lock
 
+from ..keys import held_owners
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -136,9 +138,4 @@ def audit_reports(
 def owners_in_consul(api: Any, owners_prefix: str) -> dict[str, str]:
     """item -> instance id for every ``owners/<item>`` lock currently held (a ConsulAPI)."""
     _, entries = api.list(owners_prefix, consistent=True)
-    out = {}
-    for entry in entries:
-        name = entry.key[len(owners_prefix):]
-        if entry.session and "/" not in name:
-            out[name] = entry.text() or ""
-    return out
+    return held_owners(owners_prefix, entries)
