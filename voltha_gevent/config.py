@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .budget import FencingBudget
 from .consul_api import ClientSettings
 from .errors import ConfigError
 
@@ -73,8 +74,8 @@ class Config:
     worker_soak: float = 0.5
     session_ttl: int = 10
     check_ttl: float = 3.0
-    lock_delay: float = 1.0
-    stop_timeout: float = 10.0
+    lock_delay: float = 4.0
+    stop_timeout: float = 4.0
     handover_timeout: float = 30.0
     watch_wait: float = 60.0
     seed_workload: int = 0
@@ -147,6 +148,12 @@ class Config:
             _bad("log_level", self.log_level, f"use one of {', '.join(LOG_LEVELS)}")
         if bool(self.consul_cert_file) != bool(self.consul_key_file):
             _bad("consul_cert_file", self.consul_cert_file, "a client certificate needs its key file")
+        budget = self.budget()
+        if not budget.holds():
+            raise ConfigError(
+                f"work could outlive the lease: {budget.formula()}; lower stop_timeout or raise "
+                "lock_delay/check_ttl", setting="stop_timeout/lock_delay/check_ttl/session_ttl",
+            )
 
     # -- derived -----------------------------------------------------------------------
 
@@ -183,6 +190,11 @@ class Config:
         return ClientSettings(
             host=host, port=port, scheme=self.consul_scheme, token=self.token(), verify=verify, cert=cert
         )
+
+    def budget(self) -> FencingBudget:
+        """The fencing budget these settings imply (see :mod:`voltha_gevent.budget`)."""
+        return FencingBudget(session_ttl=self.session_ttl, check_ttl=self.check_ttl,
+                             lock_delay=self.lock_delay, stop_timeout=self.stop_timeout)
 
     @property
     def advertised_host(self) -> str:

@@ -29,7 +29,7 @@ def test_defaults_without_file_environment_or_flags(monkeypatch):
     assert config.consul == "localhost:8500"
     assert config.prefix == "service/voltha"
     assert (config.rest_bind, config.rest_port) == ("127.0.0.1", 8880)
-    assert (config.soak, config.session_ttl, config.lock_delay) == (5.0, 10, 1.0)
+    assert (config.soak, config.session_ttl, config.lock_delay, config.stop_timeout) == (5.0, 10, 4.0, 4.0)
     assert config.instance_id  # the host name
 
 

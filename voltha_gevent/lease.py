@@ -1,0 +1,301 @@
+"""The node's lease on its session, and the per-item :class:`Ownership` work can check.
+
+A node may act on an item only while Consul could not yet have handed the item's owner
+lock to anyone else. :class:`Lease` is the node's local, conservative view of that: it
+runs until ``deadline`` (monotonic), which the session keeper pushes forward each time a
+liveness signal is confirmed (see :mod:`voltha_gevent.budget` for the formula). Nothing in
+:meth:`Lease.valid` or :meth:`Ownership.valid` talks to Consul: they compare the clock with
+the deadline, so they are ``False`` from the first instruction after the deadline passed,
+even if no greenlet has run since - after a SIGSTOP, a VM pause or a handler that blocked
+the event loop.
+
+Freeze-proof fencing. After a stall gevent's loop runs every expired timer in expiry order,
+and the work greenlets' ``sleep`` timers expired long before anything noticed the lease was
+gone; libev has no hook that runs before them (a check watcher runs after the timers of its
+iteration - measured). So the guard sits on the greenlet switch itself: a
+``greenlet.settrace`` tracer sees every switch before the target runs, and when the target
+is a work greenlet (one that runs ``on_assigned``, or one spawned from it) whose lease has
+run out, it raises ``GreenletExit`` *into the target* - the work dies at the point where it
+would have resumed, running its ``finally`` blocks and nothing else, before any of its own
+code after the stall. This holds for timers already queued in the same loop iteration as a
+handler that blocked the loop, where any once-per-iteration hook would come too late. A
+timer at the deadline wakes an idle loop and tells the listeners (the session keeper), so
+the rest of the fence - ``on_revoked``, forgetting the items, a new session - starts at once.
+Work that checks :meth:`Ownership.valid` before each side effect needs none of this: it
+stops at the deadline by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable
+
+import gevent
+import gevent.event
+import greenlet
+import structlog
+
+from .consul_api import KVEntry
+
+log = structlog.get_logger(__name__)
+
+#: A lease found expired later than this after its deadline means the loop was stalled.
+STALL_GRACE = 0.25
+#: How far up the spawning chain the guard looks for the work greenlet a greenlet came from.
+SPAWN_DEPTH = 8
+
+ExpiryListener = Callable[[float], None]
+"""Called in the hub when the lease ends, with how many seconds after its deadline."""
+
+
+def now() -> float:
+    """The lease clock: ``time.monotonic()`` (host-wide on Linux, so a ledger can share it)."""
+    return time.monotonic()
+
+
+class Lease:
+    """Trust in the current session, by deadline; one per node, reused across sessions.
+
+    ``generation`` is the session generation the lease belongs to: an :class:`Ownership`
+    of an older generation is never valid again, even when a new session starts a new lease.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.deadline = -math.inf
+        self.live = False
+        self.expiries = 0
+        self.stalls = 0
+        self.last_overdue = 0.0
+        self._listeners: list[ExpiryListener] = []
+        self._timer: object | None = None
+
+    # -- queries (local only) ------------------------------------------------------------
+
+    def valid(self, generation: int | None = None) -> bool:
+        """True while the lease of ``generation`` (default: the current one) has not run out."""
+        if generation is not None and generation != self.generation:
+            return False
+        return self.live and now() < self.deadline
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - now()) if self.live else 0.0
+
+    # -- the session keeper's side -------------------------------------------------------
+
+    def begin(self, generation: int, deadline: float) -> None:
+        """A new session is live and trusted until ``deadline``."""
+        self.generation = generation
+        self.deadline = deadline
+        self.live = True
+        self._arm()
+
+    def extend(self, generation: int, deadline: float) -> None:
+        """A liveness signal was confirmed: trust the session until ``deadline`` (never shortens)."""
+        if generation == self.generation and self.live and deadline > self.deadline:
+            self.deadline = deadline
+            self._arm()
+
+    def end(self) -> None:
+        """The session ended by other means (lost, destroyed): no ownership is valid any more."""
+        self.live = False
+        self.deadline = min(self.deadline, now())
+        self._disarm()
+
+    def on_expired(self, listener: ExpiryListener) -> None:
+        self._listeners.append(listener)
+
+    # -- the guard -----------------------------------------------------------------------
+
+    @property
+    def ran_out(self) -> bool:
+        """The deadline has passed or the lease was ended: work under it must not resume."""
+        return not self.live or now() >= self.deadline
+
+    def _arm(self) -> None:
+        _install_tracer()
+        if self._timer is not None:
+            self._timer.close()  # type: ignore[attr-defined]
+        loop = gevent.get_hub().loop
+        timer = loop.timer(max(0.0, self.deadline - now()), ref=False)
+        timer.start(self._expire)
+        self._timer = timer
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.close()  # type: ignore[attr-defined]
+            self._timer = None
+
+    def _expire(self) -> None:
+        """The deadline timer: runs in the hub; tells the listeners how late the loop was."""
+        if not self.live:
+            return
+        overdue = now() - self.deadline
+        if overdue < 0:  # extended meanwhile and re-armed
+            return
+        self.live = False
+        self.expiries += 1
+        self.last_overdue = overdue
+        if overdue > STALL_GRACE:
+            self.stalls += 1
+        self._disarm()
+        for listener in list(self._listeners):
+            try:
+                listener(overdue)
+            except Exception:  # noqa: BLE001 - one listener must not keep the others from fencing
+                log.exception("lease-listener-failed")
+
+
+class Ownership:
+    """This node's right to act on one item, as work sees it.
+
+    ``token`` is the fencing token: the ``ModifyIndex`` Consul gave the owner lock when this
+    node took it, a Raft index, so it strictly grows every time the item changes owner. Pass
+    it to any external resource the work writes to and have that resource refuse a token
+    lower than the highest it has seen: that stops even a write already in flight when the
+    lease ended.
+    """
+
+    def __init__(self, item: str, value: bytes | None, token: int, lease: Lease, generation: int) -> None:
+        self.item = item
+        self.value = value
+        self.token = token
+        self._lease = lease
+        self._generation = generation
+        self._revoked = gevent.event.Event()
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time after which this ownership is not trusted (moves forward with the lease)."""
+        if self._revoked.is_set() or self._generation != self._lease.generation:
+            return -math.inf
+        return self._lease.deadline
+
+    @property
+    def revoked(self) -> bool:
+        return self._revoked.is_set()
+
+    def valid(self) -> bool:
+        """True while the item is still this node's: not revoked and the lease has not run out.
+
+        Answers from local state only (no Consul call); check it right before each side effect.
+        """
+        return not self._revoked.is_set() and self._lease.valid(self._generation)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (less when the item is revoked); then :meth:`valid`."""
+        self._revoked.wait(max(0.0, min(seconds, self._lease.remaining() + STALL_GRACE)))
+        return self.valid()
+
+    def _lease_ran_out(self) -> bool:
+        return self._generation != self._lease.generation or self._lease.ran_out
+
+    def revoke(self) -> None:
+        """The library stops the item: from now on :meth:`valid` is False (idempotent)."""
+        self._revoked.set()
+
+    @classmethod
+    def from_lock(cls, item: str, lock: KVEntry, value: bytes | None, lease: Lease,
+                  generation: int) -> Ownership:
+        return cls(item, value, lock.modify_index, lease, generation)
+
+    def __repr__(self) -> str:
+        return f"Ownership({self.item!r}, token={self.token}, valid={self.valid()})"
+
+
+_CURRENT: weakref.WeakKeyDictionary[object, Ownership] = weakref.WeakKeyDictionary()
+
+
+def bind(greenlet: object, ownership: Ownership, *, fenced_runner: bool = False) -> None:
+    """Make ``ownership`` what :func:`current_ownership` answers inside ``greenlet``.
+
+    ``fenced_runner``: the greenlet runs its work through :func:`run_fenced`.
+    """
+    _CURRENT[greenlet] = ownership
+    if fenced_runner:
+        greenlet.fenced_runner = True  # type: ignore[attr-defined]
+
+
+def current_ownership() -> Ownership | None:
+    """The :class:`Ownership` of the item whose ``on_assigned`` runs in this greenlet (or in
+    the greenlet that spawned this one), if any."""
+    return _ownership_of(gevent.getcurrent())
+
+
+def _ownership_of(target: object) -> Ownership | None:
+    ownership = _CURRENT.get(target)
+    if ownership is not None:
+        return ownership
+    parent = target
+    for _ in range(SPAWN_DEPTH):
+        ref = getattr(parent, "spawning_greenlet", None)
+        parent = ref() if ref is not None else None
+        if parent is None:
+            return None
+        ownership = _CURRENT.get(parent)
+        if ownership is not None:
+            _CURRENT[target] = ownership
+            return ownership
+    return None
+
+
+_tracer_installed = False
+_previous_tracer: Callable[[str, tuple[object, object]], object] | None = None
+
+
+def _install_tracer() -> None:
+    """Install the switch guard (again: greenlet removes a tracer that raised)."""
+    global _tracer_installed, _previous_tracer
+    current = greenlet.gettrace()
+    if current is _switch_guard:
+        return
+    if not _tracer_installed:
+        _previous_tracer = current
+        _tracer_installed = True
+    greenlet.settrace(_switch_guard)
+
+
+class FencedByLease(gevent.GreenletExit):
+    """Raised into a work greenlet that would resume after its lease ran out."""
+
+
+def run_fenced(fn: Callable[..., object], *args: object) -> object:
+    """Run a work function; a :class:`FencedByLease` ends it quietly and re-arms the guard.
+
+    greenlet drops a tracer that raised, so the first thing the fenced greenlet does is put
+    the guard back, before it switches anywhere: the next work greenlet the loop resumes
+    is guarded too.
+    """
+    try:
+        return fn(*args)
+    except FencedByLease:
+        _install_tracer()
+        return None
+
+
+def _switch_guard(event: str, args: tuple[object, object]) -> None:
+    """Every greenlet switch passes here first; see "Freeze-proof fencing" above."""
+    if _previous_tracer is not None:
+        _previous_tracer(event, args)
+    if event not in ("switch", "throw"):
+        return
+    ownership = _ownership_of(args[1])
+    if ownership is not None and ownership._lease_ran_out():
+        _FENCED_SWITCHES[0] += 1
+        if _CURRENT.get(args[1]) is not ownership or not getattr(args[1], "fenced_runner", False):
+            # a greenlet the work spawned: it has no run_fenced() to re-arm the guard
+            gevent.get_hub().loop.run_callback(_install_tracer)
+        raise FencedByLease(f"lease of {ownership.item} ran out")
+
+
+#: Switches into work greenlets that the guard turned into a GreenletExit (for tests).
+_FENCED_SWITCHES = [0]
+
+
+def fenced_switches() -> int:
+    return _FENCED_SWITCHES[0]
+
+
+__all__ = ["STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "run_fenced", "current_ownership", "fenced_switches", "now"]
