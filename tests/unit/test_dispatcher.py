@@ -54,17 +54,19 @@ class Served:
 
 
 def in_process_forward(dispatchers: dict[str, RequestDispatcher], calls: list[str] | None = None):
-    """What the HTTP forwarder does, without HTTP: NotOwner / gone members are retryable."""
+    """What the HTTP forwarder does, without HTTP: "not owner" / gone members are retryable."""
     def forward(member: MemberRecord, envelope: dict[str, Any], timeout: float) -> Any:
         if calls is not None:
             calls.append(member.instance_id)
         target = dispatchers.get(member.instance_id)
         if target is None:
-            raise ForwardFailed("connection refused", member=member.instance_id, retryable=True)
+            raise ForwardFailed("connection refused", member=member.instance_id, reason="connect-failed",
+                                retryable=True)
         try:
             return target.serve_forwarded(envelope, "test")
         except NotOwner as exc:
-            raise ForwardFailed(str(exc), member=member.instance_id, retryable=True) from exc
+            name = member.instance_id
+            raise ForwardFailed(str(exc), member=name, reason="not-owner", retryable=True) from exc
     return forward
 
 
@@ -133,8 +135,7 @@ class StubNode:
 def stub_dispatcher(owners: StubOwners, forward, node: StubNode | None = None,
                     **kw: Any) -> RequestDispatcher:
     dispatcher = RequestDispatcher(node or StubNode(), lambda item, payload: ("local", item), forward=forward,
-                                   **{**SIZES, "owner_wait": 1.0, **kw})
-    dispatcher.owners = owners  # type: ignore[assignment]
+                                   owners=owners, **{**SIZES, "owner_wait": 1.0, **kw})
     return dispatcher.start()
 
 
@@ -188,7 +189,7 @@ def test_broadcast_reaches_every_live_member(cluster):
 def test_broadcast_merges_per_member_errors():
     def forward(member, envelope, timeout):
         if member.instance_id == "c":
-            raise ForwardFailed("connection refused", member="c", retryable=True)
+            raise ForwardFailed("connection refused", member="c", reason="connect-failed", retryable=True)
         return {"from": member.instance_id}
 
     dispatcher = stub_dispatcher(StubOwners(None), forward)
@@ -197,7 +198,7 @@ def test_broadcast_merges_per_member_errors():
     finally:
         dispatcher.stop()
     assert answer["results"] == {"a": ("local", ALL), "b": {"from": "b"}}
-    assert answer["errors"] == {"c": "forwarding to c failed: connection refused"}
+    assert answer["errors"] == {"c": "forwarding to c failed (connect-failed): connection refused"}
 
 
 def test_requests_during_a_join_are_neither_lost_nor_served_twice(cluster):
@@ -249,7 +250,7 @@ def test_retryable_failure_retries_once_after_re_reading_ownership():
     def forward(member, envelope, timeout):
         calls.append(member.instance_id)
         if member.instance_id == "b":
-            raise ForwardFailed("not owner", member="b", retryable=True)
+            raise ForwardFailed("not owner", member="b", reason="not-owner", retryable=True)
         return "served by c"
 
     owners = StubOwners("b", "b", "c")  # b (view), b again (re-read: not moved yet), then c
@@ -267,7 +268,7 @@ def test_second_retryable_failure_is_an_error_not_a_third_forward():
 
     def forward(member, envelope, timeout):
         calls.append(member.instance_id)
-        raise ForwardFailed("not owner", member=member.instance_id, retryable=True)
+        raise ForwardFailed("not owner", member=member.instance_id, reason="not-owner", retryable=True)
 
     dispatcher = stub_dispatcher(StubOwners("b", "c"), forward)
     try:
@@ -284,7 +285,7 @@ def test_timeout_is_not_retried_because_the_owner_may_have_served_it():
 
     def forward(member, envelope, timeout):
         calls.append(member.instance_id)
-        raise ForwardFailed("no answer within 2 s", member=member.instance_id, retryable=False)
+        raise ForwardFailed("no answer within 2 s", member=member.instance_id, reason="timeout")
 
     dispatcher = stub_dispatcher(StubOwners("b", "c"), forward)
     try:
@@ -328,8 +329,7 @@ def test_full_queue_rejects_with_a_clear_error_and_serves_the_rest():
         return payload
 
     dispatcher = RequestDispatcher(StubNode(), slow, queue_size=2, workers=1, forward_timeout=1.0,
-                                   owner_wait=1.0, forward=lambda m, e, t: None)
-    dispatcher.owners = StubOwners(None)  # type: ignore[assignment]
+                                   owner_wait=1.0, forward=lambda m, e, t: None, owners=StubOwners(None))
     dispatcher.start()
     try:
         first = dispatcher.submit_async(None, 1)
@@ -358,8 +358,8 @@ def test_forwarded_request_is_never_forwarded_again():
         with pytest.raises(NotOwner):
             dispatcher.serve_forwarded({"item": "x"}, "b")
         status, _, body = dispatcher.dispatch_route(environ({"item": "x"}, headers={FORWARDED_HEADER: "b"}))
-        assert status == 503 and json.loads(body)["retryable"] is True
-        assert json.loads(body)["reason"] == "not-owner"
+        assert status == 409 and json.loads(body)["reason"] == "not-owner"
+        assert json.loads(body)["maybe_served"] is False
         status, _, body = dispatcher.dispatch_route(environ({"item": "mine", "payload": 1},
                                                             headers={FORWARDED_HEADER: "b"}))
         assert status == 200 and json.loads(body)["result"] == ["local", "mine"]
@@ -422,14 +422,14 @@ def test_client_route_submits_and_maps_errors_to_statuses():
         dispatcher.stop()
     assert ok[0] == 200 and json.loads(ok[2])["result"] == ["local", None]
     assert bad[0] == 400
-    assert unowned[0] == 503 and json.loads(unowned[2])["reason"] == "OwnerUnavailable"
+    assert unowned[0] == 503 and json.loads(unowned[2])["reason"] == "no-owner"
 
 
 def test_stop_fails_queued_requests_and_refuses_new_ones():
     release = gevent.event.Event()
     dispatcher = RequestDispatcher(StubNode(), lambda i, p: release.wait(5), queue_size=5, workers=1,
-                                   forward_timeout=1.0, owner_wait=1.0, forward=lambda m, e, t: None)
-    dispatcher.owners = StubOwners(None)  # type: ignore[assignment]
+                                   forward_timeout=1.0, owner_wait=1.0, forward=lambda m, e, t: None,
+                                   owners=StubOwners(None))
     dispatcher.start()
     first = dispatcher.submit_async(None)
     gevent.sleep(0.01)

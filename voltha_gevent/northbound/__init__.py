@@ -1,26 +1,38 @@
-"""The northbound side: requests from clients, routed to the member that owns their item."""
+"""The northbound side: requests from clients, routed to the member that owns their item.
+
+Public surface: :class:`RequestDispatcher` and what its callers meet (errors, the request
+handle, the wire constants, the default HTTP forwarder). Modules, one per concern:
+``dispatcher`` (queue, workers, lifecycle), ``pending`` (a request and its cancellation),
+``routing`` (where it runs; at most once), ``forwarding`` (HTTP to the owner; what proves
+non-delivery), ``local`` (serving here; quiesce on revocation), ``owners`` (who owns what),
+``access`` (who may forward to us), ``routes`` (WSGI), ``wire`` (the peer protocol).
+"""
 
 from __future__ import annotations
 
-from .dispatcher import (
-    ALL,
-    FORWARDED_HEADER,
-    TOKEN_HEADER,
+from .dispatcher import RequestDispatcher
+from .errors import (
     DispatcherBusy,
     DispatchError,
-    DispatcherStats,
     DispatchTimeout,
     ForwardFailed,
-    HttpForwarder,
     InvalidRequest,
     NotOwner,
     OwnerUnavailable,
-    RequestDispatcher,
+    RequestInterrupted,
 )
+from .forwarding import HttpForwarder
+from .local import QUIESCE_KILL_WAIT
+from .pending import PendingRequest, RequestState
+from .stats import DispatcherStats
+from .wire import ALL, FORWARDED_HEADER, NOT_OWNER_REASON, NOT_OWNER_STATUS, TOKEN_HEADER
 
 __all__ = [
     "ALL",
     "FORWARDED_HEADER",
+    "NOT_OWNER_REASON",
+    "NOT_OWNER_STATUS",
+    "QUIESCE_KILL_WAIT",
     "TOKEN_HEADER",
     "DispatchError",
     "DispatchTimeout",
@@ -31,5 +43,8 @@ __all__ = [
     "InvalidRequest",
     "NotOwner",
     "OwnerUnavailable",
+    "PendingRequest",
     "RequestDispatcher",
+    "RequestInterrupted",
+    "RequestState",
 ]

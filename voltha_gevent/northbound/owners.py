@@ -1,0 +1,90 @@
+"""Who owns an item, as the dispatcher sees it: a watched view of ``owners/`` plus direct reads.
+
+The view may lag Consul; the router re-reads Consul after any doubt (no owner, an owner that
+is not a live member, a proven non-delivery). If the watch stops, reads fall back to Consul.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import gevent.event
+import structlog
+
+from ..consul_api import KVEntry
+from ..errors import ConsulRejected, ConsulUnavailable
+from ..keys import held_owners
+from ..watch import Watch, WatchKind
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+log = structlog.get_logger(__name__)
+
+
+class OwnersLookup(Protocol):
+    """What the router needs to know about owners (a stub in tests)."""
+
+    def get(self, item: str) -> str | None:
+        """The owner as last seen (may lag)."""
+
+    def read(self, item: str) -> str | None:
+        """The owner as Consul says now."""
+
+    def wait_change(self, timeout: float) -> bool:
+        """Block until the view changes next (or ``timeout``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class OwnersView:
+    """Who holds each ``owners/<item>`` lock: a watched cache plus direct reads."""
+
+    def __init__(self, node: Node) -> None:
+        coordinator = node.coordinator
+        self.api = coordinator.api
+        self.keys = coordinator.keys
+        self._owners: dict[str, str] = {}
+        self._changed = gevent.event.Event()
+        self.watch = Watch(coordinator.watch_api, self.keys.owners, self._on_change, kind=WatchKind.TREE,
+                           wait=coordinator.config.watch_wait, name="dispatcher-owners")
+
+    def start(self) -> None:
+        self.watch.start()
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+    def get(self, item: str) -> str | None:
+        """The owner as the view last saw it (a direct read until the view is delivered)."""
+        if not self.watch.delivered.is_set():
+            return self.read(item)
+        return self._owners.get(item)
+
+    def read(self, item: str) -> str | None:
+        """The owner as Consul says now; None when unlocked, absent or unreadable."""
+        try:
+            _, entry = self.api.get(self.keys.owner(item))
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            log.warning("owner-read-failed", item=item, error=str(exc))
+            return None
+        return _holder(entry)
+
+    def wait_change(self, timeout: float) -> bool:
+        """Block until the view changes next (or ``timeout``)."""
+        return self._changed.wait(max(0.0, timeout))
+
+    def _on_change(self, entries: list[KVEntry]) -> None:
+        # a lock whose holder value is unreadable names no member to forward to
+        self._owners = {item: holder for item, holder in held_owners(self.keys.owners, entries).items()
+                        if holder}
+        changed, self._changed = self._changed, gevent.event.Event()
+        changed.set()
+
+
+def _holder(entry: KVEntry | None) -> str | None:
+    if entry is None or not entry.session:
+        return None
+    return entry.text() or None
