@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from voltha_gevent.consul_api import ClientSettings, NetworkError, make_client
+from voltha_gevent.testing import summary
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, ConsulBinaryNotFound, DevAgent, find_consul_binary
 from voltha_gevent.testing.fake_consul import FakeConsul, ManualClock
 
@@ -85,12 +86,25 @@ def contract_client(request: pytest.FixtureRequest) -> Any:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Show how many passed tests ran against real Consul, so a run that skipped them shows."""
+    """Counts (real-Consul tests, and why partition tests skipped), then the beds' tables."""
     passed = terminalreporter.stats.get("passed", [])
     real = sum(1 for report in passed if "consul" in report.keywords)
     skipped = terminalreporter.stats.get("skipped", [])
     skipped_real = sum(1 for report in skipped if "consul" in report.keywords)
+    partition = [report for report in skipped if "partition" in report.keywords]
+    reasons = sorted({_skip_reason(report) for report in partition})
     terminalreporter.write_line(
         f"unit tests passed: {len(passed) - real}; integration tests against real Consul passed: {real}"
         + (f"; real-Consul tests SKIPPED: {skipped_real}" if skipped_real else "")
+        + (f"; partition tests SKIPPED: {len(partition)} ({'; '.join(reasons)})" if partition else "")
     )
+    for block in summary.blocks():
+        terminalreporter.write_sep("-", block.title)
+        for line in block.lines:
+            terminalreporter.write_line(line)
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a local 'consul agent -dev' on localhost:8500 when none answers and no "
                           "address is configured (auto, default)")
     run.add_argument("--report-file", help="demo handler: append a JSON line per start/stop of work")
+    run.add_argument("--ledger-file", help="test work: items tick into this append-only ledger for an "
+                                          "external audit (voltha_gevent.testing.ledger); no dispatcher")
+    run.add_argument("--ledger-tick", type=float, default=0.05, help="seconds between ledger ticks")
+    run.add_argument("--ledger-revoke-delay", type=float, default=0.0,
+                     help="on_revoked sleeps this long first (the file LEDGER.revoke-delay overrides it)")
+    run.add_argument("--ledger-block", type=float, default=6.0,
+                     help="SIGUSR1 blocks the event loop this many seconds (ledger mode)")
     run.add_argument("--no-dispatch", dest="dispatch", action="store_false",
                      help="demo: do not mount the request dispatcher (POST /request, POST /dispatch; "
                           "shared token for /dispatch from VOLTHA_DISPATCH_TOKEN)")
@@ -167,10 +174,13 @@ def run(config: Config, args: argparse.Namespace) -> int:
     from .node import Node
 
     agent = _maybe_embedded_consul(config, args.embedded_consul)
-    handler = DemoHandler(config.instance_id, args.report_file)
+    handler: Any = _ledger_work(config, args) if args.ledger_file else DemoHandler(config.instance_id,
+                                                                                   args.report_file)
     node = Node(config, handler=handler)
+    if args.ledger_file:
+        handler.attach(node)
     endpoint = HttpEndpoint(node, config.rest_bind, config.rest_port)
-    dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch else None
+    dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch and not args.ledger_file else None
     done = gevent.event.Event()
 
     def shutdown(signum: int = signal.SIGTERM) -> None:
@@ -196,6 +206,15 @@ def run(config: Config, args: argparse.Namespace) -> int:
         if agent is not None:
             agent.stop()
     return EXIT_OK
+
+
+def _ledger_work(config: Config, args: argparse.Namespace) -> Any:
+    """Test work that ticks into a ledger file; SIGUSR1 blocks the event loop (a stuck handler)."""
+    from .testing.ledger import LedgerWork, control_path_for, install_block_trigger
+
+    install_block_trigger(args.ledger_block)
+    return LedgerWork(config.instance_id, args.ledger_file, tick=args.ledger_tick,
+                      revoke_delay=args.ledger_revoke_delay, control_path=control_path_for(args.ledger_file))
 
 
 def _demo_dispatcher(node: Any, endpoint: Any, handler: "DemoHandler") -> Any:
