@@ -26,6 +26,8 @@ _EXPORTS = {
     "MemberRecord": "membership",
     "Node": "node",
     "NotLeader": "errors",
+    "Ownership": "lease",
+    "current_ownership": "lease",
     "NotMonkeyPatched": "node",
     "PermissionDenied": "errors",
     "SessionInvalid": "errors",

@@ -85,6 +85,12 @@ def backoff_step(failures: int, *, slowest: bool = False) -> float:
     return BACKOFF_SCHEDULE[min(max(failures, 1), len(BACKOFF_SCHEDULE)) - 1]
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` as a Go duration string for Consul, exactly (``2.5`` -> ``"2.5s"``, never rounded)."""
+    text = f"{seconds:.6f}".rstrip("0").rstrip(".")
+    return f"{text or '0'}s"
+
+
 def long_poll_timeout(wait: float) -> float:
     """The HTTP timeout that lets a blocking query of ``wait`` seconds finish, and no more."""
     return wait + wait / 16.0 + LONG_POLL_MARGIN
@@ -227,6 +233,18 @@ class TxnOp:
     @classmethod
     def delete_cas(cls, key: str, index: int) -> TxnOp:
         return cls("delete-cas", key, index=index)
+
+    @classmethod
+    def lock(cls, key: str, value: bytes | str, session: str) -> TxnOp:
+        return cls("lock", key, value=value, session=session)
+
+    @classmethod
+    def unlock(cls, key: str, value: bytes | str, session: str) -> TxnOp:
+        return cls("unlock", key, value=value, session=session)
+
+    @classmethod
+    def get(cls, key: str) -> TxnOp:
+        return cls("get", key)
 
     @classmethod
     def check_session(cls, key: str, session: str) -> TxnOp:
@@ -413,6 +431,38 @@ class ConsulAPI:
             self._call(self.client.kv.put, key, None, release=session_id, session_id=session_id)
         )
 
+    def lock_and_get(
+        self, key: str, value: bytes | str, session_id: str, *, read: str | None = None
+    ) -> tuple[KVEntry, KVEntry | None] | None:
+        """Take the lock ``key`` and read it back (and ``read``) in one transaction.
+
+        Returns ``(lock entry, read entry)`` - the lock entry's ``ModifyIndex`` is the Raft
+        index of this acquisition - or None while another session holds ``key`` or Consul's
+        lock-delay keeps it. A missing ``read`` key reads as None (a transaction ``get`` of
+        a missing key rolls the whole transaction back, so it is retried without it).
+        Raises :class:`SessionInvalid` when Consul no longer knows the session.
+        """
+        _check_size(value)
+        ops = [TxnOp.lock(key, value, session_id), TxnOp.get(key)]
+        if read is not None:
+            ops.append(TxnOp.get(read))
+        try:
+            entries = self.txn(ops)
+        except TransactionFailed as exc:
+            whats = " ".join(what.lower() for _, what in exc.errors)
+            if "invalid session" in whats:
+                raise SessionInvalid(f"lock {key}: {exc.detail}", session_id=session_id) from exc
+            if any(index == 0 for index, _ in exc.errors):
+                return None  # held by another session, or lock-delay
+            if read is not None and all(index == 2 for index, _ in exc.errors):
+                return self.lock_and_get(key, value, session_id)
+            raise
+        lock = next((e for e in entries[1:] if e.key == key), None)
+        if lock is None or lock.session != session_id:
+            raise ConsulUnavailable(f"garbled answer: lock {key} not read back as held")
+        other = next((e for e in entries[2:] if e.key == read), None) if read is not None else None
+        return lock, other
+
     def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
         kw: dict[str, Any] = {}
         if recurse:
@@ -457,7 +507,8 @@ class ConsulAPI:
                 name=name,
                 ttl=ttl,
                 behavior=behavior,
-                lock_delay=int(lock_delay),
+                # python-consul2 formats it as "%ss": a text number reaches Consul exactly
+                lock_delay=duration(lock_delay)[:-1],
                 checks=checks,
             )
         )
@@ -482,7 +533,7 @@ class ConsulAPI:
 
     def register_ttl_check(self, service_id: str, name: str, ttl: float) -> str:
         """Register a service with a TTL check that the process keeps passing; its check id."""
-        check = {"TTL": f"{max(1, int(ttl))}s", "DeregisterCriticalServiceAfter": "1m"}
+        check = {"TTL": duration(ttl), "DeregisterCriticalServiceAfter": "1m"}
         self._call(self.client.agent.service.register, name, service_id=service_id, check=check)
         return f"service:{service_id}"
 
@@ -606,6 +657,7 @@ __all__ = [
     "TxnOp",
     "chunked",
     "client_factory",
+    "duration",
     "long_poll_timeout",
     "make_client",
     "translate",

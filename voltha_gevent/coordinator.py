@@ -33,13 +33,16 @@ from .election import Election
 from .errors import ConsulRejected, Stopped
 from .keys import Keys
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
-from .session import SessionKeeper, SessionState
+from .session import SessionKeeper
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
 
-#: Timeout of session calls (create, renew, destroy): short, so loss is noticed in time.
+#: Timeout of session create and destroy calls.
 SESSION_CALL_TIMEOUT = 5.0
+#: Floor of the liveness calls' timeout (check pass, renew), which is one heartbeat: a hung
+#: call must not hold the next signal back.
+LIVENESS_CALL_TIMEOUT_MIN = 0.5
 
 
 class SessionDuty(Protocol):
@@ -73,14 +76,14 @@ class Coordinator:
         self.api = ConsulAPI(factory(consul_api.CALL_TIMEOUT), on_denied=denied)
         self.watch_api = ConsulAPI(factory(consul_api.long_poll_timeout(config.watch_wait)), on_denied=denied)
         self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
+        budget = config.budget()
+        liveness_timeout = max(LIVENESS_CALL_TIMEOUT_MIN, budget.heartbeat)
         self.session = SessionKeeper(
             self.session_api,
             self.retry,
             name=f"voltha-{config.instance_id}",
-            ttl=config.session_ttl,
-            lock_delay=config.lock_delay,
-            check_ttl=config.check_ttl,
-            on_lost=self._on_session_lost,
+            budget=budget,
+            liveness_api=ConsulAPI(factory(liveness_timeout), on_denied=denied),
         )
         self.record = MemberRecord(
             instance_id=config.instance_id,
@@ -146,8 +149,7 @@ class Coordinator:
         """
         self._stop.set()
         self._ended_generation = self.session.generation
-        self.session.state = SessionState.DESTROYED
-        self.session.lost.set()
+        self.session.abandon()
         if self.election is not None:
             self.election.halt_leader()
             self.election.lock.stop()
@@ -233,9 +235,6 @@ class Coordinator:
                 log.error("duty-stop-failed", duty=type(duty).__name__, error=repr(exc))
         if self.membership is not None:
             self.membership.stop(release=False)
-
-    def _on_session_lost(self, session_id: str, reason: str) -> None:
-        self._end_session(lost=True)
 
     def _session_invalid(self, session_id: str) -> Callable[[str], None]:
         return lambda detail: self.session.mark_lost(session_id, f"consul: {detail}")

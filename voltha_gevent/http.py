@@ -71,6 +71,9 @@ class HttpEndpoint:
         ok = self.node.healthy
         body = {"healthy": ok, "session": self.node.coordinator.session.state.value,
                 "last_consul_error": self.node.coordinator.retry.stats.last_error}
+        reason = self.node.unhealthy_reason()
+        if reason:
+            body["reason"] = reason
         return (200 if ok else 503), "application/json", _json(body)
 
     def _status(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:

@@ -298,4 +298,7 @@ def fenced_switches() -> int:
     return _FENCED_SWITCHES[0]
 
 
-__all__ = ["STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "run_fenced", "current_ownership", "fenced_switches", "now"]
+__all__ = [
+    "STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "current_ownership", "fenced_switches", "now",
+    "run_fenced",
+]

@@ -50,9 +50,17 @@ class NodeCollector:
         yield _counter("consul_retries", "Consul calls retried", retry.retries)
         yield _counter("consul_permission_denied", "Consul answers 403", retry.permission_denied)
         worker = node.worker.stats
-        yield _counter("handler_failures", "application handlers that raised", worker.handler_failures)
-        yield _counter("work_killed", "work greenlets killed after on_revoked", worker.killed)
+        revocations = node.worker.revocations.stats
+        yield _counter("handler_failures", "application handlers that raised",
+                       worker.handler_failures + revocations.handler_failures)
+        yield _counter("work_killed", "work killed: the stop budget ran out", revocations.killed)
         yield _counter("items_fenced", "items revoked because the session was lost", worker.fenced)
+        yield _gauge("items_stuck", "items whose work would not stop (lock kept)", float(len(node.stuck())))
+        yield _counter("owner_release_retries", "owner-lock releases retried", revocations.release_retries)
+        lease = session.lease
+        yield _gauge("lease_remaining_seconds", "seconds the session lease still runs", lease.remaining())
+        yield _counter("lease_expiries", "leases that ran out (no confirmed liveness)", lease.expiries)
+        yield _counter("lease_stalls", "leases found expired late: the process was stalled", lease.stalls)
         leader = coordinator.leader
         if leader is not None:
             stats = leader.stats

@@ -29,7 +29,9 @@ from .consul_api import ClientFactory
 from .coordinator import Coordinator
 from .errors import VolthaError
 from .leader import Leader
+from .lease import Ownership
 from .membership import MemberRecord
+from .revocation import RevokeBarrier
 from .watch import WatchStats
 from .worker import AssignmentHandler, CallbackHandler, Worker
 
@@ -104,7 +106,40 @@ class Node:
 
     @property
     def healthy(self) -> bool:
-        return self.coordinator.healthy
+        """Session live, membership record held, and no item stuck."""
+        return self.coordinator.healthy and not self.stuck()
+
+    def unhealthy_reason(self) -> str | None:
+        """Why :attr:`healthy` is False (None when it is True)."""
+        stuck = self.stuck()
+        if stuck:
+            names = ", ".join(sorted(stuck)[:10])
+            return f"work would not stop for {len(stuck)} item(s), owner locks kept: {names}"
+        session = self.coordinator.session
+        if not session.live:
+            because = f": {session.last_loss_reason}" if session.last_loss_reason else ""
+            return f"session {session.state.value}{because}"
+        if not self.coordinator.healthy:
+            return "membership record not held"
+        return None
+
+    def ownership(self, item: str) -> Ownership | None:
+        """The item's :class:`~voltha_gevent.lease.Ownership` while this node runs it, else None.
+
+        Local state only (no Consul call). Inside ``on_assigned`` (and greenlets it spawns)
+        :func:`voltha_gevent.current_ownership` gives the same without the item name.
+        """
+        return self.worker.ownership(item)
+
+    def stuck(self) -> set[str]:
+        """Items whose work would not stop; their owner locks are kept until it does."""
+        return self.worker.stuck()
+
+    def add_revoke_barrier(self, barrier: RevokeBarrier) -> None:
+        """``barrier(item, timeout) -> bool`` runs when an item is revoked, after ``on_revoked``
+        and before its owner lock is released: it waits until nothing of the item runs in it
+        (e.g. requests being served). False makes the item stuck (lock kept)."""
+        self.worker.add_revoke_barrier(barrier)
 
     def members(self) -> dict[str, MemberRecord]:
         return self.coordinator.members()
@@ -140,6 +175,9 @@ class Node:
             "owned": sorted(self.owned()),
             "pending": sorted(self.pending()),
             "revoking": sorted(self.revoking()),
+            "stuck": sorted(self.stuck()),
+            "lease_remaining": round(coordinator.session.lease.remaining(), 3),
+            "fencing_budget": self.config.budget().formula(),
             "leader_state": leader.state.value if leader is not None else None,
         }
 

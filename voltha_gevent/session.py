@@ -1,32 +1,36 @@
-"""This process's one Consul session: create, renew, notice loss at once, destroy.
+"""This process's one Consul session: create, prove it alive, notice its end, destroy.
 
 Every lock the node holds (membership record, leader key, ownership of items) is tied to
-this session. The keeper guarantees that ``lost`` is set - and ``on_lost`` called, once per
-session - as soon as either is true:
+this session, and the node trusts the session only as long as its :class:`~voltha_gevent.
+lease.Lease` runs. Two liveness signals go out every ``budget.heartbeat`` seconds, each in
+its own greenlet so a slow one never delays the other:
 
-* Consul answers that the session is gone (renew 404, or an acquire says "invalid session");
-* no renewal has succeeded for a whole TTL (Consul may still count it alive for up to 2 x
-  TTL, but this node can no longer prove it, so it stops acting on its locks first).
+* a **pass of the agent TTL check** tied to the session (when ``check_ttl`` is set) - a
+  crashed or frozen process then loses its session about ``check_ttl`` after its last pass;
+* a **session renew**, which the agent forwards to the servers - the proof that the servers
+  still hear this node. A host whose agent is cut off from the servers keeps passing its
+  check locally, yet the servers invalidate its session (serfHealth); only a server-side
+  signal tells the node.
 
-Optionally the session is also tied to an agent TTL health check that this process keeps
-passing every ``check_ttl / 3``: a crashed or frozen process then loses its session about
-``check_ttl`` after its last pass instead of up to ``2 x session_ttl``. The same bound holds
-on this side: once no pass has succeeded for a whole ``check_ttl`` (counted from when the
-last successful pass was sent; the agent is dead, unreachable or this process was frozen),
-the check may be critical and the session invalidated, so the session is declared lost at
-once, without waiting for Consul to say so - Consul (serfHealth of a dead agent, the check
-itself) can invalidate it much sooner than a whole session TTL.
+Each confirmed signal pushes the lease to ``min(sent time of the last confirmed pass, sent
+time of the last confirmed renew) + budget.lease``. The session is declared **lost** - and
+``lost`` set, once per session - as soon as any of these is true:
+
+* the lease ran out (the deadline timer, or the loop found it late after a stall);
+* Consul answers that the session is gone (renew 404, an acquire says "invalid session").
+
+Declaring the session lost ends the lease at once (no :class:`~voltha_gevent.lease.Ownership`
+is valid any more) and sets ``lost``; the coordinator's own greenlet then halts every duty.
+Nothing is halted in the greenlet that noticed: that one may be among those being halted.
 
 Sessions use ``behavior=release``, not ``delete``: the leader epoch is the leader key's
 ``LockIndex``, which Consul bumps on every new holder of an existing key but restarts at 1
-when the key is deleted and made anew - with ``delete`` every failover would reset the epoch
-(seen on the mocked and the real agent). Released keys stay as unlocked entries: readers
-count only entries that carry a ``Session``, and the leader prunes unlocked member records.
+when the key is deleted and made anew (seen on the mocked and the real agent). Released keys
+stay as unlocked entries: readers count only entries that carry a ``Session``.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from enum import Enum
@@ -35,17 +39,16 @@ import gevent
 import gevent.event
 import structlog
 
+from .budget import FencingBudget
 from .consul_api import ConsulAPI, Retrying
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
+from .lease import Lease, now
 
 log = structlog.get_logger(__name__)
 
-#: Pause between renew attempts after a failure.
-RENEW_RETRY_INTERVAL = 1.0
-
 
 class SessionState(Enum):
-    """IDLE -> LIVE (created) -> LOST (invalid or unrenewable) | DESTROYED (by us)."""
+    """IDLE -> LIVE (created) -> LOST (invalid, or the lease ran out) | DESTROYED (by us)."""
 
     IDLE = "idle"
     LIVE = "live"
@@ -54,7 +57,11 @@ class SessionState(Enum):
 
 
 class SessionKeeper:
-    """Creates and renews one session at a time; ``generation`` counts sessions made."""
+    """Creates one session at a time and keeps its lease; ``generation`` counts sessions made.
+
+    ``api`` serves create and destroy; ``liveness_api`` the heartbeats (its timeout should be
+    about one heartbeat, so a hung call does not hold the next one back).
+    """
 
     def __init__(
         self,
@@ -62,28 +69,27 @@ class SessionKeeper:
         retry: Retrying,
         *,
         name: str,
-        ttl: int,
-        lock_delay: float,
-        check_ttl: float = 0.0,
-        on_lost: Callable[[str, str], None] | None = None,
+        budget: FencingBudget,
+        lease: Lease | None = None,
+        liveness_api: ConsulAPI | None = None,
     ) -> None:
         self.api = api
+        self.liveness_api = liveness_api or api
         self.retry = retry
         self.name = name
-        self.ttl = ttl
-        self.lock_delay = lock_delay
-        self.check_ttl = check_ttl
-        self.on_lost = on_lost
+        self.budget = budget
+        self.lease = lease or Lease()
+        self.lease.on_expired(self._lease_ran_out)
         self.service_id = f"{name}-{uuid.uuid4().hex[:8]}"
         self.check_id: str | None = None
         self.session_id: str | None = None
         self.state = SessionState.IDLE
         self.generation = 0
         self.renewals = 0
+        self.passes = 0
         self.losses = 0
-        self.last_renewal = 0.0
-        self.last_pass = 0.0  # monotonic time the last successful check pass was sent
-        self.renew_interval = ttl / 3.0
+        self.last_loss_reason: str | None = None
+        self.confirmed: dict[str, float] = {}  # signal -> send time of its last confirmed instance
         self.lost = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -91,10 +97,14 @@ class SessionKeeper:
     def live(self) -> bool:
         return self.state is SessionState.LIVE
 
+    @property
+    def check_ttl(self) -> float:
+        return self.budget.check_ttl
+
     # -- create ------------------------------------------------------------------------
 
     def create(self) -> str:
-        """A new live session (retrying while Consul is unavailable); starts renewing it.
+        """A new live session (retrying while Consul is unavailable); starts its heartbeats.
 
         A session declared lost is destroyed first: Consul may still count it alive (up to
         2 x TTL, longer across a Raft leader change) and its locks would hold up the items
@@ -106,27 +116,31 @@ class SessionKeeper:
         if self.check_ttl:
             self.retry.call(self._register_check, what="register-check")
             checks = ["serfHealth", self.check_id]  # type: ignore[list-item]
+        self.confirmed = {}
         session_id = self.retry.call(lambda: self._create_session(checks), what="create-session")
         self.session_id = session_id
         self.generation += 1
         self.state = SessionState.LIVE
-        self.last_renewal = time.monotonic()
         self.lost.clear()
-        log.info("session-created", session=session_id, ttl=self.ttl, generation=self.generation)
-        self._spawn(self._renew_loop, session_id)
+        self.lease.begin(self.generation, min(self.confirmed.values()) + self.budget.lease)
+        log.info("session-created", session=session_id, ttl=self.budget.session_ttl,
+                 generation=self.generation, lease=round(self.budget.lease, 3),
+                 heartbeat=round(self.budget.heartbeat, 3))
+        self._spawn(self._heartbeat, session_id, "renew")
         if self.check_ttl:
-            self._spawn(self._check_loop, session_id)
-            self._spawn(self._check_deadline_loop, session_id)
+            self._spawn(self._heartbeat, session_id, "pass")
         return session_id
 
     def _create_session(self, checks: list[str] | None) -> str:
-        if self.check_ttl:  # a fresh pass: the check deadline counts from it
-            sent = time.monotonic()
-            self.api.pass_check(self.check_id or "")
-            self.last_pass = sent
-        return self.api.create_session(
-            name=self.name, ttl=self.ttl, behavior="release", lock_delay=self.lock_delay, checks=checks
+        if self.check_ttl:  # a fresh pass: the lease counts from it
+            self._send("pass", "")
+        sent = now()
+        session_id = self.api.create_session(
+            name=self.name, ttl=int(self.budget.session_ttl), behavior="release",
+            lock_delay=self.budget.lock_delay, checks=checks,
         )
+        self.confirmed["renew"] = sent
+        return session_id
 
     def _destroy_lost(self, session_id: str) -> None:
         try:
@@ -137,84 +151,79 @@ class SessionKeeper:
 
     def _register_check(self) -> None:
         self.check_id = self.api.register_ttl_check(self.service_id, self.name, self.check_ttl)
-        sent = time.monotonic()
-        self.api.pass_check(self.check_id)
-        self.last_pass = sent
+        self._send("pass", "")
 
-    def _spawn(self, fn: Callable[[str], None], session_id: str) -> None:
+    def _spawn(self, fn: Callable[..., None], *args: str) -> None:
         self._greenlets = [g for g in self._greenlets if not g.dead]
-        greenlet = gevent.spawn(fn, session_id)
-        greenlet.name = f"{fn.__name__}:{session_id[:8]}"
+        greenlet = gevent.spawn(fn, *args)
+        greenlet.name = f"{fn.__name__}:{'/'.join(a[:8] for a in args)}"
         self._greenlets.append(greenlet)
 
-    # -- renew -------------------------------------------------------------------------
+    # -- liveness ----------------------------------------------------------------------
 
-    def _renew_loop(self, session_id: str) -> None:
-        while self._current(session_id):
-            if self.lost.wait(self.renew_interval):
-                return
-            while self._current(session_id):
-                try:
-                    self.api.renew_session(session_id)
-                except SessionInvalid as exc:
-                    self.mark_lost(session_id, f"renew: {exc}")
-                    return
-                except (ConsulUnavailable, ConsulRejected) as exc:
-                    if time.monotonic() - self.last_renewal >= self.ttl:
-                        self.mark_lost(session_id, f"no renewal for a whole TTL: {exc}")
-                        return
-                    log.warning("session-renew-failed", session=session_id, error=str(exc))
-                    if self.lost.wait(RENEW_RETRY_INTERVAL):
-                        return
-                    continue
-                self.renewals += 1
-                self.last_renewal = time.monotonic()
-                break
+    def _send(self, signal: str, session_id: str) -> None:
+        """One liveness signal; on success remember when it was sent."""
+        sent = now()
+        if signal == "pass":
+            self.liveness_api.pass_check(self.check_id or "")
+            self.passes += 1
+        else:
+            self.liveness_api.renew_session(session_id)
+            self.renewals += 1
+        self.confirmed[signal] = sent
 
-    def _check_loop(self, session_id: str) -> None:
-        interval = max(0.2, self.check_ttl / 3.0)
+    def _heartbeat(self, session_id: str, signal: str) -> None:
+        failing = False
         while self._current(session_id):
-            sent = time.monotonic()
             try:
-                self.api.pass_check(self.check_id or "")
-                self.last_pass = sent
+                self._send(signal, session_id)
+            except SessionInvalid as exc:
+                self.mark_lost(session_id, f"{signal}: {exc}")
+                return
             except (ConsulUnavailable, ConsulRejected) as exc:
-                log.warning("health-check-pass-failed", check=self.check_id, error=str(exc))
-            if self.lost.wait(interval):
+                if not failing:
+                    log.warning("liveness-signal-failed", signal=signal, error=str(exc))
+                failing = True
+            else:
+                if failing:
+                    log.info("liveness-signal-restored", signal=signal)
+                failing = False
+                if self._current(session_id) and len(self.confirmed) == (2 if self.check_ttl else 1):
+                    self.lease.extend(self.generation, min(self.confirmed.values()) + self.budget.lease)
+            if self.lost.wait(self.budget.heartbeat):
                 return
 
-    def _check_deadline_loop(self, session_id: str) -> None:
-        """Declare the session lost once no check pass has succeeded for a whole check TTL."""
-        while self._current(session_id):
-            remaining = self.last_pass + self.check_ttl - time.monotonic()
-            if remaining <= 0:
-                self.mark_lost(session_id, f"no health check pass for a whole check TTL ({self.check_ttl}s)")
-                return
-            if self.lost.wait(remaining):
-                return
+    def _lease_ran_out(self, overdue: float) -> None:
+        """The lease's deadline passed (called in the hub): declare the session lost."""
+        session_id = self.session_id
+        last = min(self.confirmed.values()) if self.confirmed else None
+        silent = f"{now() - last:.2f}s" if last is not None else "ever"
+        reason = f"lease ran out: no confirmed liveness signal for {silent} (lease {self.budget.lease:.2f}s)"
+        if overdue > 0.25:
+            reason += f", found {overdue:.2f}s late: the process was stalled"
+        gevent.spawn(self.mark_lost, session_id, reason)
 
-    def _current(self, session_id: str) -> bool:
-        return self.session_id == session_id and self.state is SessionState.LIVE
+    def _current(self, session_id: str | None) -> bool:
+        return session_id is not None and self.session_id == session_id and self.state is SessionState.LIVE
 
     # -- loss and destroy --------------------------------------------------------------
 
     def mark_lost(self, session_id: str | None, reason: str) -> None:
-        """Declare ``session_id`` lost (idempotent; ignores stale ids)."""
-        if session_id is None or not self._current(session_id):
+        """Declare ``session_id`` lost (idempotent; ignores stale ids). Never blocks."""
+        if not self._current(session_id):
             return
         self.state = SessionState.LOST
         self.losses += 1
+        self.last_loss_reason = reason
+        self.lease.end()
         log.error("session-lost", session=session_id, reason=reason)
-        try:
-            if self.on_lost is not None:
-                self.on_lost(session_id, reason)  # halts everything before anyone re-joins
-        finally:
-            self.lost.set()
+        self.lost.set()
 
     def destroy(self) -> None:
         """Destroy the session (releasing its locks at once) and the health check; best effort."""
         session_id = self.session_id
         self.state = SessionState.DESTROYED
+        self.lease.end()
         self.lost.set()
         self._join_greenlets()
         if session_id:
@@ -229,6 +238,13 @@ class SessionKeeper:
             except (ConsulUnavailable, ConsulRejected) as exc:
                 log.warning("check-deregister-failed", service=self.service_id, error=str(exc))
             self.check_id = None
+
+    def abandon(self) -> None:
+        """Stop every greenlet without a word to Consul, as a crash would (tests)."""
+        self.state = SessionState.DESTROYED
+        self.lease.end()
+        self.lost.set()
+        self._join_greenlets()
 
     def _join_greenlets(self) -> None:
         greenlets, self._greenlets = self._greenlets, []

@@ -1,28 +1,30 @@
 """The worker: run exactly the items the leader assigns to this node, one owner at a time.
 
-For every item under ``<prefix>/assignments/<me>/`` the worker first takes the ownership
-lock ``<prefix>/owners/<item>`` with its session (waiting on it with a blocking query while
-the previous owner still holds it), then calls the application's ``on_assigned(item,
-value)`` in the item's own work greenlet. When the assignment goes away it calls
-``on_revoked(item)``, waits for it (at most ``stop_timeout``), kills and joins the work
-greenlet if it still runs (``work-killed``), and only then releases the lock: the release
-is the leader's signal that the handover may complete. So an item's work runs only while
-its lock is held by this node's live session.
+For every item under ``<prefix>/assignments/<me>/`` the worker takes the ownership lock
+``<prefix>/owners/<item>`` with its session - in one transaction that also reads the lock
+back (its ``ModifyIndex`` is the item's fencing token) and the item's workload value -
+waiting on a blocking query while a previous owner still holds it. Then it calls the
+application's ``on_assigned(item, value)`` in the item's own work greenlet, which carries
+the item's :class:`~voltha_gevent.lease.Ownership` (``current_ownership()``,
+:meth:`Worker.ownership`). A handler that raises is logged (``assign-handler-failed``),
+counted and retried with backoff while the ownership stays valid.
 
-If the session is lost, :meth:`session_ended` revokes every item at once (self-fencing)
-without touching the locks, which died with the session; items come back only through
-new assignments to the new session. A handler that raises is logged
-(``assign-handler-failed``), counted and retried with backoff; it never kills the watch.
+Stopping an item - its assignment went away, the node stops, the session was lost - is the
+job of :mod:`voltha_gevent.revocation`: one revocation per item, ``on_revoked`` within the
+stop budget, the work confirmed dead before the owner lock is released, a stuck item keeps
+its lock. If the session is lost, the lease has already ended: every work greenlet dies at
+its next switch (the lease's switch guard), ``on_revoked`` still runs for clean-up, and no
+lock is released (they went with the session). Items come back only through new
+assignments to the new session.
 
 Item states (:class:`ItemState`)::
 
-    PENDING --lock taken--> STARTING --on_assigned returned--> RUNNING
-    PENDING/STARTING/RUNNING --assignment gone or session lost--> REVOKING --> (forgotten)
+    PENDING --lock taken--> STARTING --on_assigned called--> RUNNING
+    any --assignment gone or session ended--> REVOKING --revocation done--> (forgotten)
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -31,12 +33,15 @@ from typing import TYPE_CHECKING, Protocol
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.pool
 import structlog
 
-from .consul_api import KVEntry, backoff_step
-from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
-from .keys import child_name, held_owners
+from .budget import KILL_TIMEOUT
+from .consul_api import backoff_step
+from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
+from .keys import child_name
+from .lease import Ownership, bind, now, run_fenced
+from .owner_waits import OwnerWaits
+from .revocation import Revocations, RevokeBarrier
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -44,9 +49,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Owner-lock acquire calls in flight at once per worker: a big assignment must not open
-#: hundreds of connections to one agent at once (Consul caps connections per client IP).
+#: Owner-lock calls in flight at once per worker: a big assignment must not open hundreds
+#: of connections to one agent at once (Consul caps connections per client IP).
 ACQUIRE_CONCURRENCY = 16
+#: How long to wait before trying a free-looking lock again after a refusal (lock-delay).
+LOCK_DELAY_RETRY = 0.25
 
 
 class AssignmentHandler(Protocol):
@@ -83,23 +90,23 @@ class ItemState(Enum):
 @dataclass
 class WorkerStats:
     assigned: int = 0
-    revoked: int = 0
     handler_failures: int = 0
-    killed: int = 0
     fenced: int = 0
 
 
 class ItemTask:
-    """One assigned item: its lock, its work greenlet, its state."""
+    """One assigned item: its lock, its ownership, its work greenlet, its state."""
 
-    def __init__(self, worker: Worker, item: str, session_id: str) -> None:
+    def __init__(self, worker: Worker, item: str, session_id: str, generation: int) -> None:
         self.worker = worker
         self.item = item
         self.session_id = session_id
+        self.generation = generation
         self.state = ItemState.PENDING
         self.lock_held = False
+        self.ownership: Ownership | None = None
         self.work: gevent.Greenlet | None = None
-        self.started_at = time.monotonic()
+        self.in_call = False
         self.acquirer = gevent.spawn(self._acquire_and_start)
         self.acquirer.name = f"acquire:{item}"
 
@@ -107,55 +114,81 @@ class ItemTask:
 
     def _acquire_and_start(self) -> None:
         worker = self.worker
-        key = worker.keys.owner(self.item)
         failures = 0
         while self.state is ItemState.PENDING:
             try:
                 with worker.acquire_slots:
-                    acquired = worker.api.acquire(key, worker.instance_id, self.session_id)
-                if acquired:
-                    break
+                    self.in_call = True
+                    got = worker.api.lock_and_get(worker.keys.owner(self.item), worker.instance_id,
+                                                  self.session_id, read=worker.keys.item(self.item))
             except SessionInvalid as exc:
-                worker.coordinator.session.mark_lost(self.session_id, f"owner lock: {exc}")
+                worker.session_invalid(self.session_id, f"owner lock: {exc}")
                 return
-            except (ConsulUnavailable, ConsulRejected) as exc:
+            except (ConsulUnavailable, ConsulRejected, TransactionFailed) as exc:
                 failures += 1
                 log.warning("owner-lock-failed", item=self.item, error=str(exc))
                 gevent.sleep(backoff_step(failures))
                 continue
-            self._wait_for_release(key)
+            finally:
+                self.in_call = False
+            if got is not None:
+                self.lock_held = True  # no switch since the answer: a revocation sees it
+                break
+            self._wait_for_release()
         else:
             return
-        self._stop_watch()
-        self.lock_held = True
+        self.worker.owner_waits.done(self.item)
+        if self.state is not ItemState.PENDING:
+            return  # revoked while the lock was being taken: the revocation releases it
+        lock, entry = got
+        self.ownership = Ownership.from_lock(self.item, lock, entry.value if entry else None,
+                                             worker.lease, self.generation)
         self.state = ItemState.STARTING
-        self.work = gevent.spawn(self._run_handler)
+        self.work = gevent.spawn(run_fenced, self._run_handler)
         self.work.name = f"work:{self.item}"
+        bind(self.work, self.ownership, fenced_runner=True)
 
-    def _wait_for_release(self, key: str) -> None:
+    def _wait_for_release(self) -> None:
         """Block (on the worker's one owners/ blocking query, not a poll) until the lock looks free."""
         waits = self.worker.owner_waits
         if waits.looks_free(self.item):
-            # The key looks free, yet the acquire was refused: Consul's lock-delay (or our
-            # view lags a moment). Look again shortly rather than waiting for a change.
-            gevent.sleep(max(0.05, self.worker.lock_delay / 4))
+            # The key looks free, yet the lock was refused: Consul's lock-delay (or our view
+            # lags a moment). Look again shortly rather than waiting for a change.
+            gevent.sleep(LOCK_DELAY_RETRY)
             return
         waits.wait(self.item, self.worker.watch_wait)
 
-    def _stop_watch(self) -> None:
+    def cancel_acquire(self, timeout: float) -> bool:
+        """Stop a pending acquire; False when a call in flight had to be killed (outcome unknown).
+
+        The state turns REVOKING first, so an answer still in flight records the lock
+        (``lock_held``, for the revocation to release) but never starts the work.
+        """
+        self.state = ItemState.REVOKING
         self.worker.owner_waits.done(self.item)
+        acquirer = self.acquirer
+        if acquirer.dead or acquirer is gevent.getcurrent():
+            return True
+        if self.in_call:
+            acquirer.join(timeout)  # the answer decides lock_held; killing it would lose that
+        if acquirer.dead:
+            return True
+        in_call = self.in_call
+        acquirer.kill(block=True, timeout=KILL_TIMEOUT)
+        return not in_call
 
     # -- running the handler -----------------------------------------------------------
 
     def _run_handler(self) -> None:
-        worker = self.worker
-        value = worker.item_value(self.item)
+        worker, ownership = self.worker, self.ownership
+        assert ownership is not None
         failures = 0
-        while self.state is ItemState.STARTING:
+        while self.state is ItemState.STARTING and ownership.valid():
             self.state = ItemState.RUNNING  # the lock is held: from here on the work may run
             worker.changed()
+            log.info("item-started", item=self.item, token=ownership.token)
             try:
-                worker.handler.on_assigned(self.item, value)
+                worker.handler.on_assigned(self.item, ownership.value)
             except gevent.GreenletExit:
                 raise
             except Exception as exc:  # noqa: BLE001 - application code; retried, never fatal
@@ -164,102 +197,18 @@ class ItemTask:
                 failures += 1
                 worker.stats.handler_failures += 1
                 log.error("assign-handler-failed", item=self.item, error=repr(exc), attempt=failures)
-                gevent.sleep(backoff_step(failures))
+                ownership.wait(backoff_step(failures))
                 continue
             worker.stats.assigned += 1
-            log.info("item-started", item=self.item)
             return
 
-    # -- revoking ----------------------------------------------------------------------
-
-    def revoke(self, *, release: bool) -> None:
-        """Stop the work (bounded by the stop timeout), then release the lock if asked."""
-        worker = self.worker
-        was = self.state
-        self.state = ItemState.REVOKING
-        self.acquirer.kill(block=True, timeout=2.0)
-        self._stop_watch()
-        if was in (ItemState.STARTING, ItemState.RUNNING):
-            self._call_on_revoked()
-            self._kill_work()
-        # A PENDING item may have had its acquire answered just as it was killed: release
-        # anyway (a release by a non-holder is a harmless "false").
-        if release:
-            try:
-                worker.api.release(worker.keys.owner(self.item), self.session_id)
-            except (ConsulUnavailable, ConsulRejected, SessionInvalid) as exc:
-                log.warning("owner-release-failed", item=self.item, error=str(exc))
-        self.lock_held = False
-        worker.stats.revoked += 1
-        log.info("item-revoked", item=self.item, released=release)
-
-    def _call_on_revoked(self) -> None:
-        timeout = self.worker.stop_timeout
+    def call_on_revoked(self) -> gevent.Greenlet | None:
+        """Spawn ``on_revoked`` when the work was started; the revocation bounds it."""
+        if self.work is None:
+            return None
         stopper = gevent.spawn(self.worker.handler.on_revoked, self.item)
-        stopper.join(timeout)
-        if not stopper.dead:
-            log.error("revoke-handler-timeout", item=self.item, timeout=timeout)
-            stopper.kill(block=True, timeout=1.0)
-        elif stopper.exception is not None:
-            self.worker.stats.handler_failures += 1
-            log.error("revoke-handler-failed", item=self.item, error=repr(stopper.exception))
-
-    def _kill_work(self) -> None:
-        work = self.work
-        if work is not None and not work.dead:
-            self.worker.stats.killed += 1
-            log.error("work-killed", item=self.item, reason="still running after on_revoked")
-            work.kill(block=True)
-
-
-class OwnerWaits:
-    """One blocking query on ``owners/``, shared by every item waiting for a previous owner.
-
-    Started when the first item has to wait and stopped when the last one stops waiting, so
-    a worker holds at most one extra long poll however many items are in handover (one long
-    poll per item would exhaust Consul's per-client connection limit in a big handover).
-    """
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.waiting: dict[str, gevent.event.Event] = {}
-        self.held: set[str] | None = None  # items whose owner lock is held, once read
-        self.watch: Watch | None = None
-
-    def looks_free(self, item: str) -> bool:
-        """True when the latest view shows no holder (False while there is no view yet)."""
-        self._ensure_watch(item)
-        return self.held is not None and item not in self.held
-
-    def wait(self, item: str, timeout: float) -> None:
-        event = self.waiting.setdefault(item, gevent.event.Event())
-        self._ensure_watch(item)
-        event.clear()
-        if self.held is not None and item not in self.held:
-            return
-        event.wait(timeout)
-
-    def done(self, item: str) -> None:
-        self.waiting.pop(item, None)
-        if not self.waiting and self.watch is not None:
-            watch, self.watch = self.watch, None
-            self.held = None
-            watch.stop()
-
-    def _ensure_watch(self, item: str) -> None:
-        self.waiting.setdefault(item, gevent.event.Event())
-        if self.watch is None:
-            log.info("waiting-for-previous-owners", first=item)
-            worker = self.worker
-            self.watch = Watch(worker.watch_api, worker.keys.owners, self._on_owners, kind=WatchKind.TREE,
-                               wait=worker.watch_wait, name="worker-owner-waits").start()
-            self.watch.wait_delivered(worker.watch_wait)
-
-    def _on_owners(self, entries: list[KVEntry]) -> None:
-        self.held = set(held_owners(self.worker.keys.owners, entries))
-        for item, event in list(self.waiting.items()):
-            if item not in self.held:
-                event.set()
+        stopper.name = f"on-revoked:{self.item}"
+        return stopper
 
 
 class Worker:
@@ -280,26 +229,34 @@ class Worker:
         self.api = coordinator.api
         self.watch_api = coordinator.watch_api
         self.instance_id = coordinator.instance_id
+        self.lease = coordinator.session.lease
         self.soak = config.worker_soak if soak is None else soak
         self.stop_timeout = config.stop_timeout if stop_timeout is None else stop_timeout
-        self.lock_delay = config.lock_delay
         self.watch_wait = config.watch_wait
         self.stats = WorkerStats()
-        self.owner_waits = OwnerWaits(self)
+        self.owner_waits = OwnerWaits(self.watch_api, self.keys.owners, wait=config.watch_wait)
         self.acquire_slots = gevent.lock.BoundedSemaphore(ACQUIRE_CONCURRENCY)
+        self.revocations = Revocations(release_lock=self._release_lock, session_current=self._session_current,
+                                       on_change=self.changed)
         self.tasks: dict[str, ItemTask] = {}
         self.assigned: set[str] = set()
         self.settled = gevent.event.Event()
         self._session_id: str | None = None
+        self._generation = 0
         self._dirty = gevent.event.Event()
         self._watch: Watch | None = None
         self._loop: gevent.Greenlet | None = None
         coordinator.add_duty(self)
 
+    def add_revoke_barrier(self, barrier: RevokeBarrier) -> None:
+        """``barrier(item, timeout)`` runs after ``on_revoked``, before the lock is released."""
+        self.revocations.barriers.append(barrier)
+
     # -- session duty ------------------------------------------------------------------
 
     def session_started(self, session_id: str) -> None:
         self._session_id = session_id
+        self._generation = self.coordinator.session.generation
         self.assigned = set()
         self._dirty.clear()
         self._watch = Watch(self.watch_api, self.keys.assignments_of(self.instance_id), self._on_assignments,
@@ -308,18 +265,28 @@ class Worker:
         self._loop.name = "worker"
 
     def session_ended(self, *, lost: bool) -> None:
-        """Revoke everything now; release the locks only when the session is still alive."""
+        """Revoke everything; release the locks only when the session is still alive."""
         self._session_id = None
         if self._watch is not None:
             self._watch.stop()
         loop, self._loop = self._loop, None
         if loop is not None and loop is not gevent.getcurrent():
             loop.kill(block=True, timeout=2.0)
-        if lost and self.tasks:
-            self.stats.fenced += len(self.tasks)
-            log.error("fencing-work", items=len(self.tasks), reason="session lost")
-        self._revoke(list(self.tasks), release=not lost)
+        if lost:
+            stop_by = self.lease.deadline + self.stop_timeout  # the budget counts from the lease's end
+            self.revocations.session_ended(stop_by)
+            if self.tasks:
+                self.stats.fenced += len(self.tasks)
+                log.error("fencing-work", items=len(self.tasks), reason="session lost")
+        else:
+            stop_by = now() + self.stop_timeout
+        self._revoke(list(self.tasks), release=not lost, stop_by=stop_by)
+        self.owner_waits.stop()
         self.settled.clear()
+
+    def session_invalid(self, session_id: str, reason: str) -> None:
+        """Consul says the session is gone (seen by an acquirer); the coordinator fences."""
+        self.coordinator.session.mark_lost(session_id, reason)
 
     def abandon(self) -> None:
         """Kill every greenlet and all work without handlers or releases (crash, for tests)."""
@@ -328,10 +295,11 @@ class Worker:
             self._watch.stop()
         loop, self._loop = self._loop, None
         greenlets = [loop] if loop is not None else []
+        self.revocations.kill_all()
         for task in self.tasks.values():
             task.state = ItemState.REVOKING
-            task._stop_watch()
             greenlets.extend(g for g in (task.acquirer, task.work) if g is not None)
+        self.owner_waits.stop()
         gevent.killall([g for g in greenlets if g is not gevent.getcurrent()], block=True, timeout=2.0)
         self.tasks.clear()
         self.settled.clear()
@@ -340,8 +308,7 @@ class Worker:
 
     def _on_assignments(self, names: list[str]) -> None:
         folder = self.keys.assignments_of(self.instance_id)
-        items = {name for name in (child_name(folder, key) for key in names) if name is not None}
-        self.assigned = items
+        self.assigned = {name for name in (child_name(folder, key) for key in names) if name is not None}
         self._dirty.set()
 
     def _run(self, session_id: str) -> None:
@@ -356,40 +323,66 @@ class Worker:
     def _reconcile(self, session_id: str) -> None:
         wanted = set(self.assigned)
         gone = [item for item in self.tasks if item not in wanted]
-        self._revoke(gone, release=True)
+        self._revoke(gone, release=True, stop_by=now() + self.stop_timeout)
         for item in sorted(wanted - set(self.tasks)):
-            self.tasks[item] = ItemTask(self, item, session_id)
+            if item in self.revocations.running:
+                continue  # still being revoked (stuck): taken up again once it is done
+            self.tasks[item] = ItemTask(self, item, session_id, self._generation)
+        self._sweep(session_id)
         self.changed()
 
-    def _revoke(self, items: list[str], *, release: bool) -> None:
-        tasks = [self.tasks[item] for item in items if item in self.tasks]
-        pool = gevent.pool.Pool(64)
-        for task in tasks:
-            pool.spawn(task.revoke, release=release)
-        pool.join()
-        for task in tasks:
-            self.tasks.pop(task.item, None)
+    def _revoke(self, items: list[str], *, release: bool, stop_by: float) -> None:
+        """Revoke ``items`` and wait for them (stuck ones are left running and reported)."""
+        revocations = [self.revocations.revoke(self.tasks[i], release=release, stop_by=stop_by)
+                       for i in items if i in self.tasks]
+        for revocation in revocations:
+            revocation.join(max(0.0, stop_by - now()) + 2 * KILL_TIMEOUT + 0.5)
+        for revocation in revocations:
+            if self.tasks.get(revocation.item) is revocation.task:
+                del self.tasks[revocation.item]
         self.changed()
 
-    def item_value(self, item: str) -> bytes | None:
-        """The item's workload value (None if absent or unreadable after retries)."""
-        try:
-            _, entry = self.coordinator.retry.call(lambda: self.api.get(self.keys.item(item)),
-                                                   what="read-item", deadline=time.monotonic() + 10)
-        except (ConsulUnavailable, ConsulRejected) as exc:
-            log.warning("item-value-unreadable", item=item, error=str(exc))
-            return None
-        return entry.value if entry is not None else None
+    def _sweep(self, session_id: str) -> None:
+        """Release owner locks this session may hold without a task (an acquire killed in flight)."""
+        for item in sorted(self.revocations.suspects):
+            if item in self.tasks or item in self.revocations.running:
+                continue
+            try:
+                _, entry = self.api.get(self.keys.owner(item), consistent=True)
+                if entry is not None and entry.session == session_id:
+                    self.api.release(self.keys.owner(item), session_id)
+                    log.warning("owner-lock-swept", item=item)
+                self.revocations.suspects.discard(item)
+            except (ConsulUnavailable, ConsulRejected, SessionInvalid) as exc:
+                log.warning("owner-sweep-failed", item=item, error=str(exc))
+                self._dirty.set()  # try again on the next round
+                return
+
+    def _release_lock(self, item: str, session_id: str) -> object:
+        return self.api.release(self.keys.owner(item), session_id)
+
+    def _session_current(self, session_id: str) -> bool:
+        return self._session_id == session_id and self.coordinator.session.live
 
     def changed(self) -> None:
         """Recompute ``settled``: every assigned item running and nothing in flight."""
         running = {i for i, t in self.tasks.items() if t.state is ItemState.RUNNING}
-        if self._session_id and running == self.assigned and len(running) == len(self.tasks):
+        if self._session_id and running == self.assigned and len(running) == len(self.tasks) \
+                and not self.revocations.running:
             self.settled.set()
         else:
             self.settled.clear()
+        if not self.revocations.running and self._session_id and set(self.tasks) != self.assigned:
+            self._dirty.set()
 
     # -- inspection --------------------------------------------------------------------
+
+    def ownership(self, item: str) -> Ownership | None:
+        """The item's :class:`Ownership` while this node runs it (local state only)."""
+        task = self.tasks.get(item)
+        if task is None or task.ownership is None or not task.ownership.valid():
+            return None
+        return task.ownership
 
     def watches(self) -> list[Watch]:
         return [w for w in (self._watch, self.owner_waits.watch) if w is not None]
@@ -403,7 +396,12 @@ class Worker:
         return {i for i, t in self.tasks.items() if t.state in (ItemState.PENDING, ItemState.STARTING)}
 
     def revoking(self) -> set[str]:
-        return {i for i, t in self.tasks.items() if t.state is ItemState.REVOKING}
+        revoking = {i for i, t in self.tasks.items() if t.state is ItemState.REVOKING}
+        return revoking | set(self.revocations.running)
+
+    def stuck(self) -> set[str]:
+        """Items whose work would not stop: their owner locks are kept."""
+        return self.revocations.stuck()
 
     def wait_settled(self, timeout: float | None = None) -> bool:
         """Block until this node runs exactly what it is assigned."""

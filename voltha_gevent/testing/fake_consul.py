@@ -67,6 +67,8 @@ SESSION_TTL_MULTIPLIER = 2.0
 DEFAULT_LOCK_DELAY = 15.0
 #: The check every node has, and that sessions get unless told otherwise.
 SERF_HEALTH = "serfHealth"
+#: What a client agent cut off from its servers answers calls that need them.
+SERVERS_CUT_ERROR = "500 rpc error making call: No known Consul servers"
 #: How long the reaper sleeps at most between looks at the clock (real clock only).
 REAPER_MAX_SLEEP = 0.5
 #: The address status.leader() reports.
@@ -314,6 +316,7 @@ class FakeConsul:
         self._nodes: dict[str, bool] = {}
         self._changed = gevent.event.Event()
         self._down = False
+        self._servers_cut = False
         self._latency = 0.0
         self._failures: list[Callable[[], Exception]] = []
         self._counts: Counter[str] = Counter()
@@ -359,6 +362,14 @@ class FakeConsul:
     def set_down(self, down: bool) -> None:
         """While down, every client call (blocked ones included) raises ConnectionError."""
         self._down = bool(down)
+        self._notify()
+
+    def set_servers_cut(self, cut: bool) -> None:
+        """While cut, the agent answers its own endpoints (``agent.*``: check passes, service
+        registration) but every call that needs the servers - KV, sessions, transactions,
+        blocking queries in flight included - fails with HTTP 500, as a client agent
+        partitioned from its servers does."""
+        self._servers_cut = bool(cut)
         self._notify()
 
     @contextlib.contextmanager
@@ -454,6 +465,13 @@ class FakeConsul:
         """Registered checks by id (of ``node`` only when given)."""
         return {c.check_id: c.to_api() for (n, _), c in self._checks.items() if node in (None, n)}
 
+    def check_ttl(self, check_id: str) -> float | None:
+        """The TTL (seconds) a TTL check was registered with, as Consul parsed it."""
+        for (_, cid), check in self._checks.items():
+            if cid == check_id:
+                return check.ttl
+        return None
+
     # -- plumbing used by the clients ----------------------------------------------------
 
     def _enter(self, endpoint: str) -> None:
@@ -463,6 +481,8 @@ class FakeConsul:
             gevent.sleep(self._latency)
         if self._down:
             raise _connection_error("consul is down")
+        if self._servers_cut and not endpoint.startswith("agent."):
+            raise ConsulException(SERVERS_CUT_ERROR)
         if self._failures:
             raise self._failures.pop(0)()
         self._expire_due()
@@ -502,6 +522,8 @@ class FakeConsul:
             self._changed.wait(remaining)
             if self._down:
                 raise _connection_error("consul went down during a blocking query")
+            if self._servers_cut:
+                raise ConsulException(SERVERS_CUT_ERROR)
             idx, data = query()
             if idx > min_index:
                 return str(idx), data
