@@ -6,18 +6,16 @@ tested with node processes in ``tests/integration/test_dispatcher_real.py``.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 import gevent
 import pytest
+from dispatcher_stubs import SIZES, StubNode, StubOwners, environ, stub_dispatcher
 
 from voltha_gevent.errors import VolthaError
-from voltha_gevent.keys import Keys
 from voltha_gevent.membership import MemberRecord
 from voltha_gevent.metrics import render
 from voltha_gevent.northbound import (
@@ -34,7 +32,6 @@ from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
 
 ITEMS = [f"dg{i:03d}" for i in range(30)]
-SIZES = dict(queue_size=100, workers=8, forward_timeout=2.0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -87,65 +84,6 @@ def with_dispatchers(cluster: FakeCluster, served: Served, names=("a", "b", "c")
                                               **{**SIZES, "owner_wait": 5.0, **kw}).start()
     assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
     return dispatchers
-
-
-class StubOwners:
-    """An owners view answering from a script: ``answers`` is consumed one read at a time."""
-
-    def __init__(self, *answers: str | None) -> None:
-        self.answers = list(answers)
-        self.reads = 0
-
-    def _next(self) -> str | None:
-        self.reads += 1
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-
-    get = read = lambda self, item: self._next()  # noqa: E731
-
-    def wait_change(self, timeout: float) -> bool:
-        gevent.sleep(min(timeout, 0.01))
-        return False
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class StubNode:
-    """Just what the dispatcher reads of a node."""
-
-    def __init__(self, instance_id: str = "a", members=("a", "b", "c"), owned=(), pending=()) -> None:
-        self.instance_id = instance_id
-        self._members = {m: MemberRecord(m, "127.0.0.1", "127.0.0.1", 1000 + i)
-                         for i, m in enumerate(members)}
-        self._owned, self._pending = set(owned), set(pending)
-        config = SimpleNamespace(watch_wait=5)
-        self.coordinator = SimpleNamespace(api=None, watch_api=None, keys=Keys("p"), config=config)
-
-    def members(self):
-        return dict(self._members)
-
-    def owned(self):
-        return set(self._owned)
-
-    def pending(self):
-        return set(self._pending)
-
-
-def stub_dispatcher(owners: StubOwners, forward, node: StubNode | None = None,
-                    **kw: Any) -> RequestDispatcher:
-    dispatcher = RequestDispatcher(node or StubNode(), lambda item, payload: ("local", item), forward=forward,
-                                   owners=owners, **{**SIZES, "owner_wait": 1.0, **kw})
-    return dispatcher.start()
-
-
-def environ(body: Any, *, remote: str = "127.0.0.1", headers: dict[str, str] | None = None) -> dict[str, Any]:
-    raw = json.dumps(body).encode()
-    env = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw),
-           "REMOTE_ADDR": remote}
-    for name, value in (headers or {}).items():
-        env["HTTP_" + name.upper().replace("-", "_")] = value
-    return env
 
 
 # --------------------------------------------------------------------------- routing on a fake cluster

@@ -3,7 +3,9 @@
 Guarantees:
 
 * **Served only by the owner.** A request for an item runs here only while this node's
-  worker runs the item (:meth:`Node.owned`) and the item is not quiesced.
+  worker runs the item (:meth:`Node.owned`), its ownership is valid (``Node.ownership(item)``
+  is not None: the lease has not run out, the item is not being revoked) and the item is
+  not quiesced.
 * **Each run is a greenlet of its own**, in a group this object owns and tracked per item,
   so a revocation can wait for the item's runs and kill them without killing a dispatcher
   worker or an HTTP greenlet.
@@ -11,12 +13,12 @@ Guarantees:
   waits up to ``timeout`` for the runs in flight, then kills them and waits at most
   :data:`QUIESCE_KILL_WAIT` more; it answers whether none runs any more. The caller of a
   killed run gets :class:`RequestInterrupted` (it may have partly run).
-* **Un-quiesce.** A quiesce fences the ownership current when it was called. It ends as
-  soon as that ownership is seen to be over: the item outside :meth:`Node.owned` when
-  quiesce returns or at any later check (the worker revokes or forgot it), or a different
-  ownership token (``Node.ownership(item).token``, when the node offers it). Owned again
-  after that is a new ownership, served normally. Quiescing an item that is not being
-  revoked holds until then, or until :meth:`resume`.
+* **Un-quiesce.** A quiesce fences the ownership current when it was called (a revoked or
+  expired one needs no fence: it is not served anyway). It ends as soon as that ownership
+  is seen to be over: the item outside :meth:`Node.owned` when quiesce returns or at any
+  later check, or a different ownership token (``Node.ownership(item).token``, when the node
+  offers it). Owned again after that is a new ownership, served normally. Quiescing an item
+  that is not being revoked holds until then, or until :meth:`resume`.
 
 If the session is lost, the worker fences its items, :meth:`Node.owned` empties and no new
 run starts here; runs in flight are waited for (and killed) by the revocation path through
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 #: After a quiesce's wait, killed runs get at most this long (seconds) to die.
-QUIESCE_KILL_WAIT = 0.5
+QUIESCE_KILL_WAIT = 0.25
 #: While this node holds an item's lock but its work is still starting, re-check this often.
 LOCAL_RECHECK = 0.02
 
@@ -68,12 +70,15 @@ class LocalServing:
         if item not in self.node.owned():
             self._quiesced.pop(item, None)  # the quiesced ownership is over
             return False
+        valid, token = self._ownership(item)
+        if not valid:
+            return False
         if item not in self._quiesced:
             return True
         fenced = self._quiesced[item]
-        if fenced is not None and fenced != self._token(item):
+        if fenced is not None and fenced != token:
             del self._quiesced[item]
-            self.log.info("item-unquiesced", item=item)
+            self.log.info("item-unquiesced", item=item, token=token)
             return True
         return False
 
@@ -121,8 +126,9 @@ class LocalServing:
         killed and get :data:`QUIESCE_KILL_WAIT` more: returns within ``timeout`` +
         :data:`QUIESCE_KILL_WAIT`, False only when a run survived its kill.
         """
-        if item in self.node.owned():  # not owned: nothing starts here anyway
-            self._quiesced[item] = self._token(item)
+        valid, token = self._ownership(item)
+        if valid and item in self.node.owned():  # otherwise nothing starts here anyway
+            self._quiesced[item] = token
         try:
             return self._wait_runs(item, timeout)
         finally:
@@ -161,11 +167,18 @@ class LocalServing:
             if not runs:
                 del self._runs[item]
 
-    def _token(self, item: str) -> object | None:
-        """The token of this node's current ownership of ``item``, when the node has tokens."""
+    def _ownership(self, item: str) -> tuple[bool, object | None]:
+        """``(valid, token)`` of this node's ownership of ``item``, from local state only.
+
+        A node with leases (``Node.ownership``) answers None once the lease ran out or the
+        item is being revoked: nothing is served then, even before the worker noticed. A node
+        without them: ``(True, None)``, :meth:`Node.owned` alone decides.
+        """
         ownership = getattr(self.node, "ownership", None)
-        lease = ownership(item) if callable(ownership) else None
-        return getattr(lease, "token", None)
+        if not callable(ownership):
+            return True, None
+        lease = ownership(item)
+        return (lease is not None), getattr(lease, "token", None)
 
 
 def _call(handler: Handler, item: str | None, payload: Any) -> tuple[bool, Any]:
