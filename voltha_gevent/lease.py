@@ -299,6 +299,6 @@ def fenced_switches() -> int:
 
 
 __all__ = [
-    "STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "current_ownership", "fenced_switches", "now",
-    "run_fenced",
+    "STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "current_ownership", "fenced_switches",
+    "now", "run_fenced",
 ]

@@ -172,9 +172,18 @@ class Revocation:
             work = self.task.work
             if work is not None and not work.dead:
                 work.join(STUCK_RECHECK)
+            elif self._barriers_settle(STUCK_RECHECK):
+                self.owner.unsettled_barriers.discard(self.item)
             else:
                 gevent.sleep(STUCK_RECHECK)
         log.warning("item-unstuck", item=self.item)
+
+    def _barriers_settle(self, timeout: float) -> bool:
+        try:
+            return all(barrier(self.item, timeout) for barrier in list(self.owner.barriers))
+        except Exception:  # noqa: BLE001 - a failing barrier counts as not settled
+            log.exception("revoke-barrier-failed", item=self.item)
+            return False
 
     def _release(self) -> None:
         task = self.task

@@ -1,4 +1,4 @@
-"""Units of the coordination core on the mocked Consul: api, retry, watch, session, lock, fencing."""
+"""Units of the coordination core on the mocked Consul: api, retry, watch, lock, fencing."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from voltha_gevent.errors import (
     TransactionFailed,
 )
 from voltha_gevent.lock import LockState, SessionLock
-from voltha_gevent.session import SessionKeeper, SessionState
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
 from voltha_gevent.watch import Watch, WatchKind
@@ -162,39 +161,6 @@ def test_watch_survives_a_failing_callback_and_consul_errors(live_fake, api):
         assert watch.running
     finally:
         watch.stop()
-
-
-# -- session -------------------------------------------------------------------------
-
-
-def test_renewal_404_declares_the_session_lost_at_once(live_fake, api):
-    lost = []
-    keeper = SessionKeeper(api, Retrying(), name="t", ttl=10, lock_delay=0,
-                           on_lost=lambda sid, why: lost.append(sid))
-    keeper.renew_interval = 0.05
-    session_id = keeper.create()
-    assert wait_until(lambda: keeper.renewals >= 2)
-    live_fake.expire_session(session_id)
-    assert wait_until(lambda: lost == [session_id])
-    assert keeper.state is SessionState.LOST and keeper.lost.is_set()
-    keeper.destroy()
-
-
-def test_no_renewal_for_a_whole_ttl_declares_the_session_lost(live_fake, api, monkeypatch):
-    import voltha_gevent.session as session_module
-
-    monkeypatch.setattr(session_module, "RENEW_RETRY_INTERVAL", 0.02)
-    lost = []
-    keeper = SessionKeeper(api, Retrying(), name="t", ttl=10, lock_delay=0,
-                           on_lost=lambda sid, why: lost.append(why))
-    keeper.renew_interval = 0.01
-    keeper.create()
-    keeper.last_renewal -= 10  # as if the last success was a TTL ago
-    live_fake.set_down(True)
-    assert wait_until(lambda: lost)
-    assert "whole TTL" in lost[0]
-    live_fake.set_down(False)
-    keeper.destroy()
 
 
 # -- lock ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_renew_answered_404_declares_the_session_lost_at_once(fake: FakeConsul) 
         keeper.destroy()
 
 
-def test_lease_ends_when_the_servers_stop_answering_although_the_agent_passes_checks(fake: FakeConsul) -> None:
+def test_lease_ends_when_the_servers_stop_answering_though_the_agent_passes_checks(fake: FakeConsul) -> None:
     """An agent cut off from its servers keeps accepting check passes; the servers drop the
     session (serfHealth). Only the renew tells the node: the lease must end on it alone."""
     keeper = keeper_for(fake)
@@ -61,7 +61,7 @@ def test_lease_ends_when_the_servers_stop_answering_although_the_agent_passes_ch
         keeper.destroy()
 
 
-def test_lease_ends_lease_seconds_after_the_last_confirmed_pass_when_the_agent_is_gone(fake: FakeConsul) -> None:
+def test_lease_ends_one_lease_after_the_last_confirmed_pass_when_the_agent_is_gone(fake: FakeConsul) -> None:
     keeper = keeper_for(fake)
     keeper.create()
     try:

@@ -46,17 +46,25 @@ class FakeCluster:
 
     def add_node(self, instance_id: str, *, start: bool = True, **settings: Any) -> Node:
         handler_args = {k: settings.pop(k) for k in ("fail_times", "revoke_delay") if k in settings}
-        config = Config().merged({**self.settings, **settings, "instance_id": instance_id}, source="test")
-        config.validate()
+        config = self.settings_config(instance_id, **settings)
         handler = RecordingHandler(self.ledger, instance_id, **handler_args)
-        agent = f"agent-{instance_id}"
-        node = Node(config, handler=handler,
-                    client_factory=lambda timeout: self.fake.client(node=agent, timeout=timeout))
+        node = Node(config, handler=handler, client_factory=self.client_factory(instance_id))
         self.nodes[instance_id] = node
         self.handlers[instance_id] = handler
         if start:
             node.start()
         return node
+
+    def settings_config(self, instance_id: str, **settings: Any) -> Config:
+        """A validated :class:`Config` with the cluster's settings, for a node of your own."""
+        config = Config().merged({**self.settings, **settings, "instance_id": instance_id}, source="test")
+        config.validate()
+        return config
+
+    def client_factory(self, instance_id: str) -> Callable[[float], Any]:
+        """Clients of the cluster's mocked Consul, on the agent ``agent-<instance_id>``."""
+        agent = f"agent-{instance_id}"
+        return lambda timeout: self.fake.client(node=agent, timeout=timeout)
 
     def leader(self) -> Node | None:
         leaders = [n for n in self.nodes.values() if n.is_leader]
