@@ -197,7 +197,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
         if dispatcher is not None:
             dispatcher.start()
         log.info("node-running", instance_id=config.instance_id, consul=config.consul, prefix=config.prefix)
-        done.wait()
+        gevent.wait([done, node.failed], count=1)
         if dispatcher is not None:
             dispatcher.stop()
         node.stop()
@@ -205,6 +205,9 @@ def run(config: Config, args: argparse.Namespace) -> int:
     finally:
         if agent is not None:
             agent.stop()
+    if node.failed.is_set():
+        sys.stderr.write(f"voltha-gevent: {node.unhealthy_reason()}\n")
+        return EXIT_FAILURE
     return EXIT_OK
 
 

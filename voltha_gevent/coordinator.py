@@ -34,6 +34,7 @@ from .errors import ConsulRejected, Stopped
 from .keys import Keys
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
 from .session import SessionKeeper
+from .supervision import supervise
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
@@ -122,9 +123,7 @@ class Coordinator:
             self.started = True
             self._stop.clear()
             self._members_watch.start()
-            self._main = gevent.spawn(self._run)
-            self._main.name = "coordinator"
-            self._main.link_exception(self._crashed)
+            self._start_main()
             log.info("coordinator-started", instance_id=self.instance_id, prefix=self.config.prefix)
         return self
 
@@ -169,9 +168,18 @@ class Coordinator:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def _crashed(self, greenlet: gevent.Greenlet) -> None:
-        log.critical("coordinator-crashed", error=repr(greenlet.exception))
-        self._stop.set()
+    def _start_main(self) -> None:
+        self._main = gevent.spawn(self._run)
+        self._main.name = "coordinator"
+        supervise(self._main, "coordinator", restart=self._restart_main)
+
+    def _restart_main(self) -> None:
+        """Supervision: the session loop crashed; halt what it started and run it again."""
+        if self._stop.is_set():
+            return
+        self.session.mark_lost(self.session.session_id, "coordinator crashed")
+        self._end_session(lost=True)
+        self._start_main()
 
     # -- the session loop --------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
 from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
 from .keys import Keys, child_name, held_owners, split_assignment
 from .membership import MemberParseStats, MemberRecord, parse_members
+from .supervision import supervise
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class Leader:
         log.info("leader-starting", epoch=self.epoch)
         for watch in self.watches:
             watch.start()
-        self._group.spawn(self._run).link_exception(self._crashed)
+        supervise(self._group.spawn(self._run), "leader", on_crash=self._crashed)
 
     def stop(self) -> None:
         """Halt at once; idempotent. Called by the election when the lock is lost."""
@@ -149,9 +150,10 @@ class Leader:
     def halted(self) -> bool:
         return self.state is LeaderState.HALTED
 
-    def _crashed(self, greenlet: gevent.Greenlet) -> None:
-        log.critical("leader-crashed", epoch=self.epoch, error=repr(greenlet.exception))
-        self.coordinator.session.mark_lost(self.session_id, "leader crashed; giving up its locks")
+    def _crashed(self, error: BaseException) -> None:
+        """Supervision: give up the session (and with it the leader key) for a clean restart."""
+        reason = f"leader crashed ({error!r}); giving up its locks"
+        self.coordinator.session.mark_lost(self.session_id, reason)
 
     # -- watch callbacks ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import structlog
 
 from .consul_api import BACKOFF_SCHEDULE, ConsulAPI, KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
+from .supervision import supervise
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
@@ -92,7 +93,16 @@ class SessionLock:
             self.watch.start()
             self._greenlet = gevent.spawn(self._run)
             self._greenlet.name = self.name
+            supervise(self._greenlet, self.name, restart=self._restart)
         return self
+
+    def _restart(self) -> None:
+        """Supervision: the loop crashed; run it again unless stopped meanwhile."""
+        if not self._stop.is_set():
+            self._greenlet = gevent.spawn(self._run)
+            self._greenlet.name = self.name
+            supervise(self._greenlet, self.name, restart=self._restart)
+            self._changed.set()
 
     def stop(self, *, release: bool = False, timeout: float = 2.0) -> None:
         """Stop watching; with ``release`` give the key back if we hold it. Idempotent."""

@@ -11,6 +11,8 @@ import sys
 
 import structlog
 
+from .supervision import add_instance_id
+
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     """Configure structlog (and the stdlib root logger, for libraries) for this process."""
@@ -25,6 +27,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_instance_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import gevent
 import gevent.monkey
 
+from . import supervision
 from .config import Config
 from .consul_api import ClientFactory
 from .coordinator import Coordinator
@@ -79,7 +81,10 @@ class Node:
                 "voltha_gevent.Node talks to Consul through requests: call "
                 "gevent.monkey.patch_all() before importing anything else"
             )
-        self.coordinator.start()
+        supervision.forget(self.instance_id)
+        starter = gevent.spawn(self.coordinator.start)  # the root of this node's greenlets
+        supervision.bind_instance(starter, self.instance_id)
+        starter.get()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -106,11 +111,23 @@ class Node:
 
     @property
     def healthy(self) -> bool:
-        """Session live, membership record held, and no item stuck."""
-        return self.coordinator.healthy and not self.stuck()
+        """Session live, membership record held, no item stuck, no component crashed."""
+        crashes = supervision.health_of(self.instance_id)
+        crashed = bool(crashes.down) or crashes.failed.is_set()
+        return self.coordinator.healthy and not self.stuck() and not crashed
+
+    @property
+    def failed(self) -> gevent.event.Event:
+        """Set when a component kept crashing: the process should exit (``run`` exits 1)."""
+        return supervision.health_of(self.instance_id).failed
 
     def unhealthy_reason(self) -> str | None:
         """Why :attr:`healthy` is False (None when it is True)."""
+        crashes = supervision.health_of(self.instance_id)
+        if crashes.failure:
+            return f"failed: {crashes.failure}"
+        if crashes.down:
+            return "crashed: " + "; ".join(f"{c}: {e}" for c, e in sorted(crashes.down.items()))
         stuck = self.stuck()
         if stuck:
             names = ", ".join(sorted(stuck)[:10])

@@ -43,6 +43,7 @@ from .budget import FencingBudget
 from .consul_api import ConsulAPI, Retrying
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
 from .lease import Lease, now
+from .supervision import supervise
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +159,9 @@ class SessionKeeper:
         greenlet = gevent.spawn(fn, *args)
         greenlet.name = f"{fn.__name__}:{'/'.join(a[:8] for a in args)}"
         self._greenlets.append(greenlet)
+        # a crashed heartbeat cannot keep the lease: give the session up, the next one restarts it
+        supervise(greenlet, f"heartbeat-{args[-1]}",
+                  on_crash=lambda error: self.mark_lost(args[0], f"heartbeat crashed: {error!r}"))
 
     # -- liveness ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import structlog
 
 from .consul_api import ConsulAPI, backoff_step
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
+from .supervision import supervise
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +116,14 @@ class Watch:
             self._stop.clear()
             self._greenlet = gevent.spawn(self._run)
             self._greenlet.name = self.name
+            supervise(self._greenlet, self.name, restart=self._restart)
         return self
+
+    def _restart(self) -> None:
+        """Supervision: the loop crashed; run it again unless stopped meanwhile."""
+        if not self._stop.is_set():
+            self._greenlet = None
+            self.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the loop; idempotent. Kills a pending long poll rather than waiting it out."""

@@ -42,6 +42,7 @@ from .keys import child_name
 from .lease import Ownership, bind, now, run_fenced
 from .owner_waits import OwnerWaits
 from .revocation import Revocations, RevokeBarrier
+from .supervision import supervise
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -261,8 +262,18 @@ class Worker:
         self._dirty.clear()
         self._watch = Watch(self.watch_api, self.keys.assignments_of(self.instance_id), self._on_assignments,
                             kind=WatchKind.KEYS, wait=self.watch_wait, name="worker-assignments").start()
+        self._start_loop(session_id)
+
+    def _start_loop(self, session_id: str) -> None:
         self._loop = gevent.spawn(self._run, session_id)
         self._loop.name = "worker"
+        supervise(self._loop, "worker", restart=lambda: self._restart_loop(session_id))
+
+    def _restart_loop(self, session_id: str) -> None:
+        """Supervision: the loop crashed; run it again while its session is current."""
+        if self._session_id == session_id:
+            self._dirty.set()
+            self._start_loop(session_id)
 
     def session_ended(self, *, lost: bool) -> None:
         """Revoke everything; release the locks only when the session is still alive."""
