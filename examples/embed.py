@@ -20,32 +20,30 @@ import voltha_gevent
 from voltha_gevent.logs import configure_logging
 
 log = structlog.get_logger("example")
-running: dict[str, gevent.Greenlet] = {}
 
 
-def serve_device_group(item: str) -> None:
-    """The application's work for one item: here, a heartbeat until killed."""
-    while True:
-        log.debug("serving", item=item)
-        gevent.sleep(1.0)
+def serve_device_group(item: str, value: bytes | None) -> None:
+    """The work for one item, run right here in the item's own greenlet.
 
-
-def start_device_group(item: str, value: bytes | None) -> None:
-    running[item] = gevent.spawn(serve_device_group, item)
-    log.info("device-group-started", item=item, value=value)
-
-
-def stop_device_group(item: str) -> None:
-    greenlet = running.pop(item, None)
-    if greenlet is not None:
-        greenlet.kill()
+    ``ownership.wait()`` sleeps and then answers whether the item is still ours; the side
+    effect (here a log line; in real life a write that carries ``ownership.token``) comes
+    right after it, with no switch in between.
+    """
+    ownership = voltha_gevent.current_ownership()
+    log.info("device-group-started", item=item, value=value, token=ownership.token if ownership else None)
+    while ownership is not None and ownership.wait(1.0):
+        log.debug("serving", item=item, token=ownership.token)
     log.info("device-group-stopped", item=item)
+
+
+def release_device_group(item: str) -> None:
+    """Nothing to stop: the loop above ends by itself once the ownership is revoked."""
 
 
 def main() -> None:
     config = voltha_gevent.Config.load()
     configure_logging(config.log_format, config.log_level)
-    node = voltha_gevent.Node(config, on_assigned=start_device_group, on_revoked=stop_device_group)
+    node = voltha_gevent.Node(config, on_assigned=serve_device_group, on_revoked=release_device_group)
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGINT, stop.set)
     gevent.signal_handler(signal.SIGTERM, stop.set)
