@@ -15,7 +15,8 @@ What it guarantees (each module says how):
 * **Bounded** (:mod:`.workers`). Requests enter a bounded queue; a full queue rejects at
   once with :class:`DispatcherBusy`. A fixed pool of ``workers`` greenlets serves the queue;
   requests forwarded in by peers are served in the HTTP greenlet under a semaphore of the
-  same size (separate from the pool, so two nodes forwarding to each other cannot deadlock).
+  same size (:mod:`.inbound`; apart from the pool, so two nodes forwarding to each other
+  cannot deadlock).
 * **At most once** (:mod:`.routing`, :mod:`.forwarding`, :mod:`.wire`): served by the owner,
   never forwarded twice by a receiver, re-sent to a new owner only when non-delivery is
   proven (connect failure, "not owner" answer); any other failure reaches the caller.
@@ -28,7 +29,9 @@ What it guarantees (each module says how):
 
 If this node's session is lost, the worker fences its items, :meth:`Node.owned` empties and
 local requests wait for the new owner like any handover. :meth:`stop` fails queued requests
-with :class:`~voltha_gevent.errors.Stopped`. Counters live in :class:`DispatcherStats`
+with :class:`~voltha_gevent.errors.Stopped`. A graceful shutdown runs ``dispatcher.stop()``,
+``node.stop()`` (its revocations call :meth:`quiesce`), ``dispatcher.linger()``, then closes
+the HTTP endpoint. Counters live in :class:`DispatcherStats`
 (exported by ``/metrics``).
 """
 
@@ -37,15 +40,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import gevent.lock
 import structlog
 
 from ..errors import Stopped
 from ..keys import valid_name
 from . import routes
 from .access import PeerAccess
-from .errors import DispatcherBusy, InvalidRequest, NotOwner
+from .errors import InvalidRequest
 from .forwarding import Forward, HttpForwarder
+from .inbound import LINGER_QUIET, LINGER_TIMEOUT, Inbound
 from .local import Handler, LocalServing
 from .owners import OwnersLookup, OwnersView
 from .pending import PendingRequest
@@ -90,7 +93,8 @@ class RequestDispatcher:
         self.queue = self.pool.queue
         self._forward = forward
         self._http: HttpForwarder | None = None
-        self._inbound = gevent.lock.BoundedSemaphore(workers)
+        self.inbound = Inbound(self.instance_id, self.local, self.stats, workers=workers,
+                               slot_wait=forward_timeout / 2, start_wait=min(owner_wait, forward_timeout / 2))
         self._stopped = True
         self._barrier_added = False
         node.dispatcher = self  # type: ignore[attr-defined]  # read by the metrics collector
@@ -212,21 +216,16 @@ class RequestDispatcher:
 
     def serve_forwarded(self, envelope: dict[str, Any], sender: str = "") -> Any:
         """Serve a request a peer forwarded: here or not at all (raises :class:`NotOwner`)."""
-        item = envelope.get("item")
-        if item is not None and item != ALL and not (isinstance(item, str) and valid_name(item)):
-            raise InvalidRequest(f"{item!r} is not a valid item name")
-        if not self._inbound.acquire(timeout=self.forward_timeout / 2):
-            self.stats.rejected += 1
-            raise DispatcherBusy(f"{self.workers} forwarded requests in progress")
-        try:
-            wait = min(self.owner_wait, self.forward_timeout / 2)
-            if item is not None and item != ALL and not self.local.await_serving(item, wait):
-                self.stats.not_owner += 1
-                raise NotOwner("not run here, never forwarded on", item=item, instance_id=self.instance_id)
-            self.stats.received += 1
-            return self.local.run(item, envelope.get("payload"))
-        finally:
-            self._inbound.release()
+        return self.inbound.serve(envelope)
+
+    def linger(self, quiet: float = LINGER_QUIET, timeout: float = LINGER_TIMEOUT) -> bool:
+        """After ``Node.stop()``, before closing the HTTP endpoint: answer peers "not owner"
+        until none forwarded a request here for ``quiet`` s (at most ``timeout``).
+
+        Peers whose view still names this node then re-send to the new owner instead of
+        meeting a reset connection, which they would have to report as "may have been served".
+        """
+        return self.inbound.linger(quiet, timeout)
 
     # -- HTTP routes -------------------------------------------------------------------
 
