@@ -46,7 +46,7 @@ def test_overlapping_owners_are_a_violation_with_overlap_and_effects_counted(tmp
     assert (v.start, v.end) == (0.5, 1.0)
     assert v.seconds == pytest.approx(0.5)
     # n1 acted at 0.5, 0.6, ..., 0.9 and stopped at 1.0 (6); n2 started at 0.5 and ticked to 1.0 (6)
-    assert v.effects_inside == 12
+    assert (v.first_inside, v.second_inside) == (6, 6)
     assert not audit.ok
 
 
@@ -57,7 +57,8 @@ def test_one_late_tick_inside_the_next_owners_interval_is_a_violation(tmp_path: 
     b = write_ledger(tmp_path / "b", ticking("n2", 22, 1, "dg1", 3.0, 8.0))
     audit = audit_ledger([a, b])
     assert [(v.start, v.end) for v in audit.violations] == [(3.0, 5.0)]
-    assert audit.violations[0].effects_inside == 1 + 21  # n1's tick at 5.0; n2's start and ticks to 5.0
+    v = audit.violations[0]
+    assert (v.first_inside, v.second_inside) == (1, 21)  # n1's tick at 5.0; n2's start and ticks to 5.0
 
 
 def test_back_to_back_handover_is_not_a_violation(tmp_path: Path) -> None:

@@ -83,15 +83,22 @@ class Overlap:
     second: str
     start: float
     end: float
-    effects_inside: int
+    first_inside: int
+    second_inside: int
 
     @property
     def seconds(self) -> float:
         return self.end - self.start
 
+    @property
+    def effects_inside(self) -> int:
+        """Effects of both owners within the overlap (each is inside the other's interval)."""
+        return self.first_inside + self.second_inside
+
     def describe(self) -> str:
         return (f"{self.item}: {self.first} and {self.second} both acted for {self.seconds:.3f}s "
-                f"({self.start:.3f}-{self.end:.3f}), {self.effects_inside} effects inside the overlap")
+                f"({self.start:.3f}-{self.end:.3f}); effects inside the overlap: "
+                f"{self.first_inside} + {self.second_inside}")
 
 
 @dataclass(frozen=True)
@@ -251,8 +258,8 @@ def _overlaps(item: str, ordered: list[OwnerRun]) -> list[Overlap]:
             if second.start > first.last:
                 continue
             lo, hi = second.start, min(first.last, second.last)
-            inside = first.effects_within(lo, hi) + second.effects_within(lo, hi)
-            found.append(Overlap(item, first.label(), second.label(), lo, hi, inside))
+            found.append(Overlap(item, first.label(), second.label(), lo, hi,
+                                 first.effects_within(lo, hi), second.effects_within(lo, hi)))
     return found
 
 

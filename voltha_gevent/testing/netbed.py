@@ -1,0 +1,632 @@
+"""The partition bed: Consul servers and hosts in network namespaces, and faults between them.
+
+Topology, on a :class:`~voltha_gevent.testing.netns.Fabric` (one private /24, unique names):
+
+* 3 Consul 1.8.7 servers, ``s0``-``s2``, each in its own namespace;
+* N hosts ``h1``.. (3 by default), each a namespace with a Consul client agent and one node
+  process (``voltha-gevent run --ledger-file``) that talks to its own agent on 127.0.0.1.
+
+The nodes run :class:`~voltha_gevent.testing.ledger.LedgerWork`: every item ticks into the
+node's ledger file every ``tick`` seconds while its ownership is valid. The bed judges the
+cluster by those files only (:class:`~voltha_gevent.testing.ledger_audit.LedgerIndex`):
+it is **converged** when every item has exactly one run that acted within the last
+:data:`LIVE_WINDOW`, every expected node runs at least one item, and no run started or ended
+for :data:`STABLE_FOR` seconds. Consul itself is read only for the faults' targets (Raft
+leader, voltha leader) and for the serf/session timings reported in each fault's notes.
+
+Each fault (:meth:`PartitionBed.run_fault`) starts from a converged, healed bed, injects,
+holds, heals, waits (bounded) for convergence, and records a :class:`FaultRun`: recovery
+seconds from the ledger, overlaps (double runs) that began during it, token regressions.
+
+Only processes started here are signalled, by pid; :meth:`PartitionBed.stop` stops them all,
+then deletes every namespace and link. Every wait and loop is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .agents import CLUSTER_HCL, AgentStartupError, _Process, find_consul_binary
+from .ledger import control_path_for
+from .ledger_audit import LedgerIndex, Overlap, TokenRegression, audit_index, recovery_seconds
+from .netns import Fabric
+from .processes import NodeProcess
+
+log = structlog.get_logger(__name__)
+
+#: Node settings for the bed: short timings that satisfy ``Config``'s fencing budget.
+PARTITION_SETTINGS = {
+    "VOLTHA_SESSION_TTL": "10",
+    "VOLTHA_CHECK_TTL": "2",
+    "VOLTHA_LOCK_DELAY": "2",
+    "VOLTHA_STOP_TIMEOUT": "1.5",
+    "VOLTHA_SOAK": "0.5",
+    "VOLTHA_MAX_SOAK_DELAY": "3",
+    "VOLTHA_WORKER_SOAK": "0.1",
+    "VOLTHA_WATCH_WAIT": "10",
+    "VOLTHA_HANDOVER_TIMEOUT": "10",
+    "VOLTHA_LOG_FORMAT": "json",
+}
+SERVERS = ("s0", "s1", "s2")
+#: Ports inside each namespace (every namespace has its own stack, so they never clash).
+CONSUL_HTTP_PORT = 8500
+NODE_REST_PORT = 8080
+#: An item's run counts as live when it acted this recently.
+LIVE_WINDOW = 1.0
+#: Converged means no run started or ended for this long.
+STABLE_FOR = 1.5
+#: Pause between two looks while waiting or holding a fault.
+POLL = 0.25
+#: Timeout of one HTTP call of the bed.
+HTTP_TIMEOUT = 1.0
+#: Bounds of the bed's own waits.
+STARTUP_TIMEOUT = 90.0
+SETTLE_TIMEOUT = 60.0
+VOTER_TIMEOUT = 60.0
+NODE_EXIT_TIMEOUT = 15.0
+#: How long SIGUSR1 blocks a node's loop (the node's ``--ledger-block``).
+BLOCK_SECONDS = 6.0
+
+
+@dataclass
+class FaultRun:
+    """One injection of one fault, and what the ledger says about it."""
+
+    fault: str
+    target: str
+    t0: float
+    healed: float = 0.0
+    converged: float | None = None
+    recovery: float | None = None
+    violations: list[Overlap] = field(default_factory=list)
+    regressions: list[TokenRegression] = field(default_factory=list)
+    notes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def settle_seconds(self) -> float | None:
+        return None if self.converged is None else self.converged - self.t0
+
+    @property
+    def effects_inside(self) -> int:
+        return sum(v.effects_inside for v in self.violations)
+
+
+class NsConsul:
+    """A Consul agent (server or client) in a member's namespace; HTTP on 127.0.0.1 (and its address)."""
+
+    def __init__(self, fabric: Fabric, member: str, binary: str, workdir: Path, *, server: bool,
+                 join: list[str]) -> None:
+        self.member = member
+        self.address = fabric.addresses[member]
+        data = workdir / f"consul-{member}"
+        data.mkdir(parents=True, exist_ok=True)
+        clients = f"127.0.0.1 {self.address}" if server else "127.0.0.1"
+        argv = [binary, "agent", f"-node={member}", "-disable-host-node-id",
+                f"-bind={self.address}", f"-advertise={self.address}", f"-client={clients}",
+                f"-data-dir={data}", "-dns-port=-1", "-grpc-port=-1", "-retry-interval=1s",
+                *[f"-retry-join={a}" for a in join if a != self.address]]
+        if server:
+            argv += ["-server", f"-bootstrap-expect={len(SERVERS)}", "-hcl", CLUSTER_HCL]
+        self.process = _Process(fabric.exec_argv(member, argv), workdir / f"consul-{member}.log")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        if self.process.alive() and self.process.proc is not None:
+            self.process.proc.send_signal(signum)
+
+
+class NsNode(NodeProcess):
+    """A node process in a host's namespace, on the host's agent at 127.0.0.1, with a ledger."""
+
+    def __init__(self, instance_id: str, fabric: Fabric, member: str, workdir: Path, *, prefix: str,
+                 tick: float) -> None:
+        address = fabric.addresses[member]
+        settings = {**PARTITION_SETTINGS, "VOLTHA_REST_BIND": address, "VOLTHA_INTERNAL_HOST": address}
+        super().__init__(instance_id, f"127.0.0.1:{CONSUL_HTTP_PORT}", workdir, prefix=prefix,
+                         settings=settings)
+        self.fabric = fabric
+        self.member = member
+        self.address = address
+        self.rest_port = NODE_REST_PORT
+        self.tick = tick
+        self.ledger_file = self.workdir / f"{instance_id}.ledger"
+
+    def start(self) -> NsNode:
+        if self.alive():
+            return self
+        argv = [sys.executable, "-m", "voltha_gevent", "run", "--embedded-consul", "never",
+                "--ledger-file", str(self.ledger_file), "--ledger-tick", str(self.tick),
+                "--ledger-block", str(BLOCK_SECONDS)]
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(self.fabric.exec_argv(self.member, argv), env=self.env(),
+                                            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        return self
+
+    def get(self, path: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
+        url = f"http://{self.address}:{self.rest_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - a bed member
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+
+
+class PartitionBed:
+    """Servers, hosts, ledgers and faults; see the module docstring."""
+
+    def __init__(self, workdir: Path, *, hosts: int = 3, items: int = 60, tick: float = 0.05,
+                 binary: str | None = None, prefix: str = "netbed/voltha") -> None:
+        self.workdir = Path(workdir)
+        self.binary = binary or find_consul_binary()
+        self.hosts = [f"h{i}" for i in range(1, hosts + 1)]
+        self.items = [f"item{i:03d}" for i in range(1, items + 1)]
+        self.tick = tick
+        self.prefix = prefix
+        self.fabric = Fabric()
+        self.servers: dict[str, NsConsul] = {}
+        self.agents: dict[str, NsConsul] = {}
+        self.nodes: dict[str, NsNode] = {}
+        self.retired: list[NsNode] = []
+        self.index = LedgerIndex()
+        self.runs: list[FaultRun] = []
+        self.problems: list[str] = []
+        self.unreachable: set[str] = set()  # members cut off from the servers right now
+        self.frozen: set[str] = set()  # hosts whose node is SIGSTOPped or blocked
+        self.down: set[str] = set()  # hosts whose node is stopped on purpose
+
+    # -- set-up and tear-down ------------------------------------------------------------
+
+    def start(self) -> PartitionBed:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.fabric.create([*SERVERS, *self.hosts])
+        server_addresses = [self.fabric.addresses[s] for s in SERVERS]
+        for s in SERVERS:
+            self.servers[s] = NsConsul(self.fabric, s, self.binary, self.workdir, server=True,
+                                       join=server_addresses)
+            self.servers[s].process.start()
+        self._wait(self.raft_leader, STARTUP_TIMEOUT, "the servers elected no Raft leader")
+        for h in self.hosts:
+            self.agents[h] = NsConsul(self.fabric, h, self.binary, self.workdir, server=False,
+                                      join=server_addresses)
+            self.agents[h].process.start()
+        self._wait(lambda: all(self.serf_status(h) == "passing" for h in self.hosts), STARTUP_TIMEOUT,
+                   "the client agents did not join")
+        for item in self.items:
+            self.consul("PUT", f"/v1/kv/{self.prefix}/workload/{item}", body=f"value-{item}".encode())
+        for h in self.hosts:
+            self.nodes[h] = self._new_node(h).start()
+        if self.wait_converged(STARTUP_TIMEOUT) is None:
+            raise AgentStartupError(f"the partition bed never converged\n{self.explain()}")
+        return self
+
+    def _new_node(self, host: str) -> NsNode:
+        return NsNode(self.instance(host), self.fabric, host, self.workdir, prefix=self.prefix,
+                      tick=self.tick)
+
+    @staticmethod
+    def instance(host: str) -> str:
+        return "n" + host[1:]
+
+    def stop(self) -> None:
+        """Stop every process started here (by pid), then delete the fabric; idempotent."""
+        for node in self.nodes.values():
+            node.stop(grace=5.0)
+        for agent in [*self.agents.values(), *self.servers.values()]:
+            agent.signal(signal.SIGCONT)
+            agent.process.stop()
+        self.fabric.destroy()
+
+    def __enter__(self) -> PartitionBed:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- Consul, read from a reachable server ----------------------------------------------
+
+    def consul(self, method: str, path: str, body: bytes | None = None) -> Any:
+        """One call to the first server that answers; raises OSError when none does."""
+        error: Exception | None = None
+        for s in SERVERS:
+            if s in self.unreachable:
+                continue
+            url = f"http://{self.fabric.addresses[s]}:{CONSUL_HTTP_PORT}{path}"
+            request = urllib.request.Request(url, data=body, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:  # noqa: S310
+                    return json.loads(answer.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                error = exc
+            except (OSError, ValueError) as exc:
+                error = exc
+        raise OSError(f"no server answered {method} {path}: {error}")
+
+    def raft_leader(self) -> str | None:
+        """The server (``s0``..) every reachable server names as Raft leader, or None."""
+        seen = set()
+        for s in SERVERS:
+            if s in self.unreachable:
+                continue
+            try:
+                url = f"http://{self.fabric.addresses[s]}:{CONSUL_HTTP_PORT}/v1/status/leader"
+                with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as answer:  # noqa: S310
+                    seen.add(json.loads(answer.read() or b'""'))
+            except (OSError, ValueError):
+                return None
+        by_address = {f"{self.fabric.addresses[s]}:8300": s for s in SERVERS}
+        return by_address.get(seen.pop()) if len(seen) == 1 else None
+
+    def all_voters(self) -> bool:
+        try:
+            raft = self.consul("GET", "/v1/operator/raft/configuration")
+        except OSError:
+            return False
+        servers = (raft or {}).get("Servers") or []
+        return len(servers) == len(SERVERS) and all(s.get("Voter") for s in servers)
+
+    def leader_host(self) -> str | None:
+        """The host whose node holds the voltha leader lock, or None."""
+        try:
+            entries = self.consul("GET", f"/v1/kv/{self.prefix}/leader")
+        except OSError:
+            return None
+        if not entries or not entries[0].get("Session"):
+            return None
+        holder = base64.b64decode(entries[0].get("Value") or b"").decode("utf-8", "replace")
+        return next((h for h in self.hosts if self.instance(h) == holder), None)
+
+    def follower_host(self) -> str:
+        leader = self.leader_host()
+        return next(h for h in self.hosts if h != leader)
+
+    def serf_status(self, host: str) -> str | None:
+        try:
+            checks = self.consul("GET", f"/v1/health/node/{host}") or []
+        except OSError:
+            return None
+        return next((c.get("Status") for c in checks if c.get("CheckID") == "serfHealth"), None)
+
+    def session_count(self, host: str) -> int | None:
+        try:
+            return len(self.consul("GET", f"/v1/session/node/{host}") or [])
+        except OSError:
+            return None
+
+    # -- the ledger's view -------------------------------------------------------------------
+
+    def ledger_files(self) -> list[Path]:
+        return sorted({n.ledger_file for n in [*self.nodes.values(), *self.retired]})
+
+    def feed(self) -> None:
+        self.index.feed(self.ledger_files())
+
+    def expected_hosts(self) -> list[str]:
+        return [h for h in self.hosts if h not in self.down and h not in self.frozen
+                and h not in self.unreachable and self.nodes[h].alive()]
+
+    def converged(self) -> bool:
+        """Every item on exactly one live run, every expected node busy, nothing changing."""
+        self.feed()
+        now = time.monotonic()
+        if now - self.index.last_change < STABLE_FOR:
+            return False
+        live = self.index.live_runs(now, LIVE_WINDOW)
+        load: dict[str, int] = {}
+        for item in self.items:
+            runs = live.get(item, [])
+            if len(runs) != 1:
+                return False
+            load[runs[0].instance] = load.get(runs[0].instance, 0) + 1
+        return all(load.get(self.instance(h), 0) > 0 for h in self.expected_hosts())
+
+    def wait_converged(self, timeout: float = SETTLE_TIMEOUT) -> float | None:
+        """Seconds until converged, or None after ``timeout``."""
+        started = time.monotonic()
+        if self._wait(self.converged, timeout, None):
+            return time.monotonic() - started
+        return None
+
+    def owned_by(self, host: str) -> set[str]:
+        self.feed()
+        live = self.index.live_runs(time.monotonic(), LIVE_WINDOW)
+        return {item for item, runs in live.items() if any(r.instance == self.instance(host) for r in runs)}
+
+    # -- running a fault ---------------------------------------------------------------------
+
+    def run_fault(self, fault: str, target: str, inject: Callable[[], None], heal: Callable[[], None],
+                  hold: float, *, watch: str | None = None, settle: float = SETTLE_TIMEOUT) -> FaultRun:
+        """Inject, hold ``hold`` seconds (watching host ``watch``'s serf and session), heal, settle."""
+        self.ensure_healthy()
+        victims = self.owned_by(target) if target in self.hosts else set()
+        run = FaultRun(fault, target, time.monotonic())
+        self.runs.append(run)
+        log.info("netbed-fault", fault=fault, target=target)
+        try:
+            inject()
+            self._hold(run, hold, watch)
+        finally:
+            heal()
+            run.healed = time.monotonic()
+        if self.wait_converged(settle) is not None:
+            run.converged = time.monotonic()
+        else:
+            self.problems.append(f"{fault} on {target}: no convergence within {settle:.0f}s")
+        self._conclude(run, victims)
+        return run
+
+    def _hold(self, run: FaultRun, seconds: float, watch: str | None) -> None:
+        end = run.t0 + seconds
+        for _ in range(int(seconds / POLL) + 10):
+            now = time.monotonic()
+            if now >= end:
+                return
+            if watch is not None:
+                self._observe_serf(run, watch)
+            time.sleep(min(POLL, max(0.0, end - time.monotonic())))
+
+    def _observe_serf(self, run: FaultRun, host: str) -> None:
+        if "serf_critical_s" not in run.notes and self.serf_status(host) not in ("passing", None):
+            run.notes["serf_critical_s"] = time.monotonic() - run.t0
+        if "session_gone_s" not in run.notes and self.session_count(host) == 0:
+            run.notes["session_gone_s"] = time.monotonic() - run.t0
+
+    def _conclude(self, run: FaultRun, victims: set[str]) -> None:
+        self.feed()
+        end = run.converged if run.converged is not None else time.monotonic()
+        audit = audit_index(self.index)
+        run.violations = audit.violations_between(run.t0, end)
+        run.regressions = audit.regressions_between(run.t0, end)
+        if run.converged is not None:
+            run.recovery = recovery_seconds(self.index, run.t0, run.converged, items=self.items)
+        if victims and run.target in self.hosts:
+            self._note_takeover(run, victims)
+        log.info("netbed-fault-done", fault=run.fault, target=run.target, recovery=run.recovery,
+                 violations=len(run.violations), notes=run.notes)
+
+    def _note_takeover(self, run: FaultRun, victims: set[str]) -> None:
+        """When the cut-off node last acted on its items, and when others first and last took them."""
+        me = self.instance(run.target)
+        last_own = [r.last for i in victims for r in self.index.by_item.get(i, [])
+                    if r.instance == me and r.start < run.t0]
+        takeovers = []
+        for item in victims:
+            runs = self.index.by_item.get(item, [])
+            starts = [r.start for r in runs if r.instance != me and r.start > run.t0]
+            if starts:
+                takeovers.append(min(starts))
+        if last_own:
+            run.notes["victim_last_effect_s"] = max(last_own) - run.t0
+        if takeovers:
+            run.notes["takeover_first_s"] = min(takeovers) - run.t0
+            run.notes["takeover_last_s"] = max(takeovers) - run.t0
+
+    def ensure_healthy(self) -> None:
+        """Undo anything left over, restart dead nodes, and wait for convergence."""
+        for member in [*SERVERS, *self.hosts]:
+            self.fabric.heal(member)
+        for h in self.hosts:
+            self.agents[h].signal(signal.SIGCONT)
+            self.nodes[h].signal(signal.SIGCONT)
+            control_path_for(self.nodes[h].ledger_file).unlink(missing_ok=True)
+            if not self.nodes[h].alive():
+                if h not in self.down:
+                    self.problems.append(f"{self.instance(h)} died on its own:\n{self.nodes[h].log_tail(15)}")
+                self.restart_node(h)
+        self.unreachable.clear()
+        self.frozen.clear()
+        self.down.clear()
+        if not self._wait(self.all_voters, VOTER_TIMEOUT, None):
+            self.problems.append("the servers are not all Raft voters")
+        if self.wait_converged() is None:
+            self.problems.append(f"not converged before a fault\n{self.explain()}")
+
+    def restart_node(self, host: str) -> None:
+        old = self.nodes[host]
+        self.retired.append(old)
+        self.nodes[host] = self._new_node(host).start()
+
+    # -- the faults --------------------------------------------------------------------------
+
+    def isolate_host(self, host: str, seconds: float, fault: str = "isolate host") -> FaultRun:
+        def inject() -> None:
+            self.fabric.isolate(host)
+            self.unreachable.add(host)
+
+        def heal() -> None:
+            self.fabric.rejoin(host)
+            self.unreachable.discard(host)
+
+        return self.run_fault(fault, host, inject, heal, seconds, watch=host)
+
+    def cut_agent(self, host: str, seconds: float) -> FaultRun:
+        servers = [self.fabric.addresses[s] for s in SERVERS]
+
+        def inject() -> None:
+            self.fabric.blackhole(host, servers)
+            self.unreachable.add(host)
+
+        def heal() -> None:
+            self.fabric.unblackhole(host)
+            self.unreachable.discard(host)
+
+        return self.run_fault("cut agent from servers", host, inject, heal, seconds, watch=host)
+
+    def isolate_raft_leader(self, seconds: float) -> FaultRun:
+        leader = self.raft_leader()
+        if leader is None:
+            raise AssertionError("no Raft leader to isolate")
+
+        def inject() -> None:
+            self.fabric.isolate(leader)
+            self.unreachable.add(leader)
+
+        def heal() -> None:
+            self.fabric.rejoin(leader)
+            self.unreachable.discard(leader)
+            if not self._wait(self.all_voters, VOTER_TIMEOUT, None):
+                self.problems.append(f"{leader} did not become a Raft voter again")
+
+        return self.run_fault("isolate raft leader", leader, inject, heal, seconds)
+
+    def slow_link(self, host: str, seconds: float, rate: str = "64kbit") -> FaultRun:
+        return self.run_fault(f"slow link ({rate} tbf)", host, lambda: self.fabric.shape(host, rate),
+                              lambda: self.fabric.unshape(host), seconds, watch=host)
+
+    def freeze_node(self, host: str, seconds: float, fault: str) -> FaultRun:
+        def inject() -> None:
+            self.nodes[host].signal(signal.SIGSTOP)
+            self.frozen.add(host)
+
+        def heal() -> None:
+            self.nodes[host].signal(signal.SIGCONT)
+            self.frozen.discard(host)
+
+        return self.run_fault(fault, host, inject, heal, seconds)
+
+    def freeze_agent(self, host: str, seconds: float) -> FaultRun:
+        def inject() -> None:
+            self.agents[host].signal(signal.SIGSTOP)
+            self.unreachable.add(host)
+
+        def heal() -> None:
+            self.agents[host].signal(signal.SIGCONT)
+            self.unreachable.discard(host)
+
+        return self.run_fault("sigstop client agent", host, inject, heal, seconds, watch=host)
+
+    def block_loop(self, host: str) -> FaultRun:
+        def inject() -> None:
+            self.nodes[host].signal(signal.SIGUSR1)
+            self.frozen.add(host)
+
+        return self.run_fault(f"loop blocked {BLOCK_SECONDS:.0f}s", host, inject,
+                              lambda: self.frozen.discard(host), BLOCK_SECONDS + 0.5)
+
+    def set_revoke_delay(self, hosts: list[str], seconds: float) -> None:
+        """Make ``on_revoked`` of these hosts' nodes sleep ``seconds`` first (work keeps ticking)."""
+        for h in hosts:
+            control_path_for(self.nodes[h].ledger_file).write_text(f"{seconds}\n")
+
+    def slow_revoke_leave_and_handover(self, host: str, delay: float) -> FaultRun:
+        """Every on_revoked slow; ``host``'s node leaves (SIGTERM), then comes back (handover)."""
+
+        def inject() -> None:
+            self.set_revoke_delay(self.hosts, delay)
+            node = self.nodes[host]
+            self.down.add(host)
+            code = node.stop(grace=NODE_EXIT_TIMEOUT)
+            if code != 0:
+                self.problems.append(f"{node.instance_id} exited {code} on SIGTERM")
+            if self.wait_converged() is None:
+                self.problems.append(f"no convergence after {node.instance_id} left")
+            self.restart_node(host)
+            self.down.discard(host)
+
+        def heal() -> None:
+            self.wait_converged()
+            self.set_revoke_delay(self.hosts, 0.0)
+
+        return self.run_fault(f"slow on_revoked ({delay:.0f}s) + leave/handover", host, inject, heal, 0.0)
+
+    def slow_revoke_session_loss(self, host: str, delay: float, seconds: float) -> FaultRun:
+        """``host``'s on_revoked slow, then its session is lost (host isolated ``seconds``)."""
+
+        def inject() -> None:
+            self.set_revoke_delay([host], delay)
+            self.fabric.isolate(host)
+            self.unreachable.add(host)
+
+        def heal() -> None:
+            self.fabric.rejoin(host)
+            self.unreachable.discard(host)
+            self.set_revoke_delay([host], 0.0)
+
+        return self.run_fault(f"slow on_revoked ({delay:.0f}s) + session loss", host, inject, heal, seconds,
+                              watch=host)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _wait(self, predicate: Callable[[], Any], timeout: float, failure: str | None) -> bool:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / POLL) + 10):
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)
+        if failure is not None:
+            raise AgentStartupError(f"{failure} within {timeout:.0f}s\n{self.explain()}")
+        return False
+
+    def explain(self, lines: int = 8) -> str:
+        parts = [f"problems: {self.problems}", f"fabric {self.fabric.prefix} {self.fabric.subnet}"]
+        self.feed()
+        live = self.index.live_runs(time.monotonic(), LIVE_WINDOW)
+        counts: dict[str, int] = {}
+        for runs in live.values():
+            key = ",".join(sorted(r.instance for r in runs)) or "-"
+            counts[key] = counts.get(key, 0) + 1
+        parts.append(f"items by live owners: {counts}")
+        for h, node in self.nodes.items():
+            parts.append(f"--- {node.instance_id} on {h} (pid {node.pid}, alive {node.alive()})\n"
+                         f"{node.log_tail(lines)}")
+        return "\n".join(parts)
+
+
+def _median_max(values: list[float]) -> tuple[str, str]:
+    if not values:
+        return "-", "-"
+    return f"{statistics.median(values):.1f}", f"{max(values):.1f}"
+
+
+def fault_table(runs: list[FaultRun], not_run: dict[str, str] | None = None) -> list[list[str]]:
+    """Rows per fault: runs, recovery median/max, settle max, violations, effects inside, notes."""
+    by_fault: dict[str, list[FaultRun]] = {}
+    for run in runs:
+        by_fault.setdefault(run.fault, []).append(run)
+    rows = []
+    for fault, group in by_fault.items():
+        recovery = [r.recovery for r in group if r.recovery is not None]
+        med, top = _median_max(recovery)
+        if len(recovery) < len(group):
+            top += f" ({len(group) - len(recovery)} never)"
+        settle = [r.settle_seconds for r in group if r.settle_seconds is not None]
+        notes = []
+        for key in ("serf_critical_s", "session_gone_s", "victim_last_effect_s", "takeover_first_s"):
+            values = [r.notes[key] for r in group if key in r.notes]
+            if values:
+                notes.append(f"{key[:-2]} {'/'.join(f'{v:.1f}' for v in values)}")
+        rows.append([fault, str(len(group)), med, top, _median_max(settle)[1],
+                     str(sum(len(r.violations) for r in group)), str(sum(r.effects_inside for r in group)),
+                     "; ".join(notes) or "-"])
+    for fault, why in (not_run or {}).items():
+        rows.append([fault, "0", "-", "-", "-", "-", "-", f"not run: {why}"])
+    return rows
+
+
+TABLE_HEADER = ["fault", "runs", "recovery s median", "max", "settled s max", "violations",
+                "effects inside", "notes (s after the fault)"]
+
+
+__all__ = ["BLOCK_SECONDS", "PARTITION_SETTINGS", "TABLE_HEADER", "FaultRun", "NsConsul", "NsNode",
+           "PartitionBed", "fault_table"]
