@@ -52,6 +52,10 @@ log = structlog.get_logger(__name__)
 ACQUIRE_JOIN_TIMEOUT = 2.0
 #: How often a stuck item's work is looked at again.
 STUCK_RECHECK = 1.0
+#: ``on_revoked`` always gets this long, even when a stall used up the stop budget: by then
+#: the lease has ended and the switch guard keeps the work itself from resuming, so
+#: ``on_revoked`` can only clean up (release what the work held, report the stop).
+MIN_STOP_GRACE = 0.5
 
 RevokeBarrier = Callable[[str, float], bool]
 """``fn(item, timeout)``: wait until nothing of ``item`` runs in it; False if it could not."""
@@ -132,7 +136,7 @@ class Revocation:
     def _stop_work(self) -> None:
         stopper = self.task.call_on_revoked()
         if stopper is not None:
-            stopper.join(max(0.0, self.stop_by - now()))
+            stopper.join(max(MIN_STOP_GRACE, self.stop_by - now()))
             if not stopper.dead:
                 self.owner.stats.handler_timeouts += 1
                 log.error("revoke-handler-timeout", item=self.item, left=round(self.stop_by - now(), 3))

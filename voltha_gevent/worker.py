@@ -41,7 +41,7 @@ from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, Transacti
 from .keys import child_name
 from .lease import Ownership, bind, now, run_fenced
 from .owner_waits import OwnerWaits
-from .revocation import Revocations, RevokeBarrier
+from .revocation import MIN_STOP_GRACE, Revocations, RevokeBarrier
 from .supervision import supervise
 from .watch import Watch, WatchKind
 
@@ -347,7 +347,7 @@ class Worker:
         revocations = [self.revocations.revoke(self.tasks[i], release=release, stop_by=stop_by)
                        for i in items if i in self.tasks]
         for revocation in revocations:
-            revocation.join(max(0.0, stop_by - now()) + 2 * KILL_TIMEOUT + 0.5)
+            revocation.join(max(MIN_STOP_GRACE, stop_by - now()) + 2 * KILL_TIMEOUT + 0.5)
         for revocation in revocations:
             if self.tasks.get(revocation.item) is revocation.task:
                 del self.tasks[revocation.item]

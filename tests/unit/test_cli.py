@@ -86,6 +86,13 @@ def test_bad_setting_exits_2_naming_it():
     assert result.returncode == 2 and "invalid setting session_ttl" in result.stderr
 
 
+def test_a_config_that_breaks_the_fencing_budget_exits_2_with_one_line():
+    result = voltha("run", "--print-config", "--stop-timeout", "30")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "stop_timeout/lock_delay/check_ttl/session_ttl" in result.stderr and "must be <=" in result.stderr
+
+
 # --------------------------------------------------------------------------- admin, mocked Consul
 
 

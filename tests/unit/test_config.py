@@ -242,3 +242,31 @@ def test_an_https_consul_http_addr_gives_the_https_scheme(monkeypatch):
     assert Config.load(environ={}).consul_scheme == "https"
     monkeypatch.delenv("CONSUL_HTTP_SSL")
     assert Config.load(environ={"VOLTHA_CONSUL_SCHEME": "http"}).consul_scheme == "http"
+
+
+def test_the_defaults_satisfy_the_fencing_budget():
+    budget = Config().budget()
+    assert budget.holds()
+    assert budget.fenced_by <= budget.takeover
+    assert (budget.trust, budget.lease) == (3.0, 2.0)
+
+
+def test_a_stop_timeout_that_outlives_the_lease_is_refused_naming_the_settings_and_the_formula():
+    with pytest.raises(ConfigError) as caught:
+        Config.load(flags={"stop_timeout": "10"}, environ={})
+    message = str(caught.value)
+    assert "stop_timeout" in message and "lock_delay" in message and "check_ttl" in message
+    assert "stop_timeout (10) + margin (0.5) = 12.5 must be <= trust" in message
+    assert "\n" not in message
+
+
+def test_the_budget_without_a_check_is_the_session_ttl():
+    config = Config.load(flags={"check_ttl": "0", "stop_timeout": "3", "lock_delay": "1"}, environ={})
+    assert config.budget().trust == 10
+    with pytest.raises(ConfigError):
+        Config.load(flags={"check_ttl": "0", "stop_timeout": "3", "lock_delay": "0"}, environ={})
+
+
+def test_fractional_durations_are_kept():
+    config = Config.load(flags={"check_ttl": "2.5", "lock_delay": "0.5", "stop_timeout": "0.5"}, environ={})
+    assert (config.check_ttl, config.lock_delay) == (2.5, 0.5)
