@@ -1,7 +1,9 @@
 """The request dispatcher: routing decisions, queue bound, loop guard, retry, broadcast, handover.
 
-Forwarding is injected (``forward=``): in one process nothing is monkey-patched, so HTTP is
-tested with node processes in ``tests/integration/test_dispatcher_real.py``.
+Forwarding is injected (``forward=``) here. HTTP forwarding is tested against scripted peers
+in ``test_dispatcher_delivery.py`` and with node processes in
+``tests/integration/test_dispatcher_real.py``; cancellation, quiesce and linger have their
+own ``test_dispatcher_*.py`` files.
 """
 
 from __future__ import annotations

@@ -111,3 +111,20 @@ def test_request_whose_caller_gave_up_is_not_re_sent_after_a_proven_non_delivery
         dispatcher.stop()
     assert calls == ["b"]  # c was never asked: nobody waits for the answer any more
     assert dispatcher.stats.cancelled == 1
+
+
+def test_caller_timed_out_from_outside_cancels_its_queued_request_and_keeps_its_own_timeout():
+    gate = Gate()
+    dispatcher = stub_dispatcher(StubOwners(None), None, handler=gate.handler, workers=1)
+    outer = gevent.Timeout(0.05)
+    try:
+        dispatcher.submit_async(None, "block")
+        gevent.sleep(0.01)
+        with pytest.raises(gevent.Timeout) as caught, outer:
+            dispatcher.submit(None, "late")
+        gate.release.set()
+        gevent.sleep(0.05)
+    finally:
+        dispatcher.stop()
+    assert caught.value is outer  # the caller's own timeout, not turned into a DispatchTimeout
+    assert gate.runs == ["block"]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import gevent
 import structlog
 
 from ..errors import Stopped
@@ -165,10 +164,11 @@ class RequestDispatcher:
         """
         request = self.submit_async(item, payload)
         try:
-            return request.get(timeout=timeout)
-        except gevent.Timeout:
-            request.cancel(timeout)
-        return request.get(block=False)  # the answer, if it won the race; else the DispatchTimeout
+            request.wait(timeout)
+        finally:
+            if not request.ready():  # timed out, or the caller itself was killed or timed out
+                request.cancel(timeout)
+        return request.get(block=False)
 
     def broadcast(self, payload: Any = None, *, timeout: float | None = None) -> dict[str, Any]:
         """:meth:`submit` to :data:`ALL`: ``{"results": {...}, "errors": {...}}``."""

@@ -100,21 +100,24 @@ class Router:
         self.stats.broadcasts += 1
         members = self.members()
         jobs: dict[str, gevent.Greenlet] = {}
+        envelope = {"item": ALL, "payload": payload}
         for name in sorted({*members, self.instance_id}):
             if name == self.instance_id:
-                jobs[name] = gevent.spawn(self.local.run, ALL, payload)
+                jobs[name] = gevent.spawn(_outcome, self.local.run, ALL, payload)
             else:
-                jobs[name] = gevent.spawn(self.send, members[name], {"item": ALL, "payload": payload})
+                jobs[name] = gevent.spawn(_outcome, self.send, members[name], envelope)
         gevent.joinall(list(jobs.values()), timeout=self.forward_timeout + 1.0)
         results, errors = {}, {}
         for name, job in jobs.items():
             if not job.ready():
                 job.kill(block=False)
                 errors[name] = f"no answer within {self.forward_timeout} s"
-            elif job.successful():
-                results[name] = job.value
+                continue
+            ok, value = job.value
+            if ok:
+                results[name] = value
             else:
-                errors[name] = str(job.exception) or repr(job.exception)
+                errors[name] = str(value) or repr(value)
         return {"results": results, "errors": errors}
 
     def _member(self, owner: str | None) -> MemberRecord | None:
@@ -129,3 +132,12 @@ class Router:
             raise OwnerUnavailable(f"{why} after {self.owner_wait} s", item=item)
         step = LOCAL_RECHECK if owner == self.instance_id else OWNER_RECHECK
         self.owners.wait_change(min(remaining, step))
+
+
+def _outcome(call: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """``call``'s result or exception as a value: a member's failure is part of the broadcast's
+    answer, not a greenlet crash for gevent's hub to print."""
+    try:
+        return True, call(*args)
+    except Exception as exc:  # noqa: BLE001 - reported per member in the answer
+        return False, exc
