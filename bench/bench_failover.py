@@ -16,7 +16,9 @@ before the next run. Each figure is printed next to the floor its configuration 
   out meanwhile). A SIGTERMed leader releases its key, so no lock-delay applies.
 
 Nodes run with :data:`voltha_gevent.testing.processes.TEST_SETTINGS` (soak 0.5 s, check TTL
-2 s, lock-delay 1 s). Nothing fails on a number.
+2 s, lock-delay 2 s). The full run adds the SIGKILL cases at the **default settings** (soak
+5 s, check TTL 3 s, lock-delay 4 s), against the promise "recovery after a crash within
+check TTL + lock-delay + soak + 1 s". Nothing fails on a number.
 """
 
 from __future__ import annotations
@@ -41,12 +43,20 @@ POLL = 0.05
 #: Upper bound of one wait (convergence or recovery); a run past it is reported as such.
 WAIT_LIMIT = 60.0
 SCENARIOS = (("SIGTERM", "member"), ("SIGTERM", "leader"), ("SIGKILL", "member"), ("SIGKILL", "leader"))
+#: The library's defaults for the timing settings (TEST_SETTINGS shortens them).
+DEFAULTS = {"VOLTHA_SOAK": "5", "VOLTHA_MAX_SOAK_DELAY": "30", "VOLTHA_WORKER_SOAK": "0.5",
+            "VOLTHA_CHECK_TTL": "3", "VOLTHA_LOCK_DELAY": "4", "VOLTHA_STOP_TIMEOUT": "4"}
 
 
-def floor(sig: str, role: str) -> float:
+def crash_promise(settings: dict[str, str]) -> float:
+    """The README's recovery promise after a crash: check TTL + lock-delay + soak + 1 s."""
+    return sum(float(settings[f"VOLTHA_{n}"]) for n in ("CHECK_TTL", "LOCK_DELAY", "SOAK")) + 1.0
+
+
+def floor(sig: str, role: str, settings: dict[str, str] = TEST_SETTINGS) -> float:
     """The delay the configuration alone imposes on a failover (see the module docstring)."""
     def setting(name: str) -> float:
-        return float(TEST_SETTINGS[f"VOLTHA_{name}"])
+        return float(settings[f"VOLTHA_{name}"])
 
     soak, worker_soak = setting("SOAK"), setting("WORKER_SOAK")
     check_ttl, lock_delay = setting("CHECK_TTL"), setting("LOCK_DELAY")
@@ -58,11 +68,13 @@ def floor(sig: str, role: str) -> float:
 
 
 class Bench:
-    def __init__(self, agent: DevAgent, workdir: Path, items: int) -> None:
+    def __init__(self, agent: DevAgent, workdir: Path, items: int,
+                 settings: dict[str, str] | None = None) -> None:
         self.api = _common.api_for(agent.http_addr)
         self.owners = f"{PREFIX}/owners/"
         self.items = {f"device_group_{i:05d}" for i in range(items)}
-        self.nodes = {n: NodeProcess(n, agent.http_addr, workdir, prefix=PREFIX) for n in NAMES}
+        self.nodes = {n: NodeProcess(n, agent.http_addr, workdir, prefix=PREFIX, settings=settings)
+                      for n in NAMES}
 
     def seed(self) -> None:
         ops = [TxnOp.set(f"{PREFIX}/workload/{item}", "") for item in sorted(self.items)]
@@ -146,12 +158,34 @@ def run(quick: bool) -> dict:
                              (med / floor(sig, role)) if med else "n/a", f"{len(done)}/{runs}"))
         finally:
             bench.stop()
+        if not quick:
+            results["defaults"] = defaults_run(agent, Path(tmp), items, runs, rows)
     _common.emit(_common.table(("scenario", "until all owned (s)", "config floor (s)", "x floor", "runs ok"),
                                rows))
     _common.emit(f"({items} items, 3 node processes; soak {TEST_SETTINGS['VOLTHA_SOAK']} s, worker soak"
                  f" {TEST_SETTINGS['VOLTHA_WORKER_SOAK']} s, check TTL {TEST_SETTINGS['VOLTHA_CHECK_TTL']} s,"
                  f" lock-delay {TEST_SETTINGS['VOLTHA_LOCK_DELAY']} s; median of {runs})\n")
     return {"failover": results}
+
+
+def defaults_run(agent: DevAgent, workdir: Path, items: int, runs: int, rows: list) -> dict[str, Any]:
+    """SIGKILL of a member and of the leader at the default settings, against the promise."""
+    settings = {**TEST_SETTINGS, **DEFAULTS}
+    bench = Bench(agent, workdir / "defaults", items, settings)
+    out: dict[str, Any] = {"promise_s": crash_promise(settings)}
+    try:
+        for role in ("member", "leader"):
+            samples = [bench.one("SIGKILL", role) for _ in range(runs)]
+            done = [s for s in samples if s is not None]
+            med = _common.median(done) if done else None
+            out[f"sigkill_{role}"] = {"median_s": med, "samples": samples,
+                                      "floor_s": floor("SIGKILL", role, settings)}
+            rows.append((f"SIGKILL {role}, defaults (promise {out['promise_s']:.0f} s)",
+                         med if med is not None else "n/a", floor("SIGKILL", role, settings),
+                         (med / floor("SIGKILL", role, settings)) if med else "n/a", f"{len(done)}/{runs}"))
+    finally:
+        bench.stop()
+    return out
 
 
 if __name__ == "__main__":
