@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,12 +71,18 @@ def bed(consul_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     started = time.monotonic()
     workdir: Path = tmp_path_factory.mktemp("partition")
     partition_bed = PartitionBed(workdir, items=ITEMS, binary=consul_bin)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed run still tears the bed down
     try:
         partition_bed.start()
         yield partition_bed
     finally:
         partition_bed.stop()
+        signal.signal(signal.SIGTERM, previous)
         _report(partition_bed, time.monotonic() - started, workdir)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _report(partition_bed: PartitionBed, wall: float, workdir: Path) -> None:
