@@ -119,6 +119,7 @@ class Lease:
         if self._timer is not None:
             self._timer.close()  # type: ignore[attr-defined]
         loop = gevent.get_hub().loop
+        loop.update_now()  # libev counts the delay from its cached time, which may lag
         timer = loop.timer(max(0.0, self.deadline - now()), ref=False)
         timer.start(self._expire)
         self._timer = timer
@@ -133,7 +134,8 @@ class Lease:
         if not self.live:
             return
         overdue = now() - self.deadline
-        if overdue < 0:  # extended meanwhile and re-armed
+        if overdue < 0:  # fired early (libev's clock), or extended meanwhile: wait again
+            self._arm()
             return
         self.live = False
         self.expiries += 1

@@ -42,7 +42,7 @@ import structlog
 from .budget import FencingBudget
 from .consul_api import ConsulAPI, Retrying
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
-from .lease import Lease, now
+from .lease import STALL_GRACE, Lease, now
 from .supervision import supervise
 
 log = structlog.get_logger(__name__)
@@ -188,6 +188,9 @@ class SessionKeeper:
                 if not failing:
                     log.warning("liveness-signal-failed", signal=signal, error=str(exc))
                 failing = True
+                if not self.lease.valid(self.generation):  # the deadline timer's twin, in case it lags
+                    self.mark_lost(session_id, self._ran_out_reason(0.0))
+                    return
             else:
                 if failing:
                     log.info("liveness-signal-restored", signal=signal)
@@ -199,13 +202,15 @@ class SessionKeeper:
 
     def _lease_ran_out(self, overdue: float) -> None:
         """The lease's deadline passed (called in the hub): declare the session lost."""
-        session_id = self.session_id
+        gevent.spawn(self.mark_lost, self.session_id, self._ran_out_reason(overdue))
+
+    def _ran_out_reason(self, overdue: float) -> str:
         last = min(self.confirmed.values()) if self.confirmed else None
         silent = f"{now() - last:.2f}s" if last is not None else "ever"
         reason = f"lease ran out: no confirmed liveness signal for {silent} (lease {self.budget.lease:.2f}s)"
-        if overdue > 0.25:
+        if overdue > STALL_GRACE:
             reason += f", found {overdue:.2f}s late: the process was stalled"
-        gevent.spawn(self.mark_lost, session_id, reason)
+        return reason
 
     def _current(self, session_id: str | None) -> bool:
         return session_id is not None and self.session_id == session_id and self.state is SessionState.LIVE

@@ -119,3 +119,18 @@ def test_work_of_a_live_lease_is_left_alone() -> None:
     assert not worker.dead and len(ticks) >= 3
     worker.kill()
     lease.end()
+
+
+def test_the_deadline_fires_even_when_the_loops_clock_lagged_when_it_was_armed() -> None:
+    """libev counts timer delays from its cached time; armed after the loop was busy, the
+    timer fired early, found the lease still valid and was never armed again (seen in the
+    chaos suite: a node whose server died kept its lease until Consul said 404)."""
+    expired: list[float] = []
+    lease = Lease()
+    lease.on_expired(expired.append)
+    gevent.sleep(0.01)
+    blocking_sleep(0.3)  # the loop's cached time is now 0.3 s behind
+    lease.begin(1, now() + 0.2)
+    gevent.sleep(0.6)
+    assert expired, "the lease ran out unnoticed"
+    assert not lease.live
