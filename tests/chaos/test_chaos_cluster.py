@@ -2,22 +2,23 @@
 
 One bed for the module (3 servers on 127.0.0.1-3, 4 node processes, 300 items); each test
 is one scenario, run in file order, and must leave the bed converged for the next. The
-last test audits the whole run (report files, SIGKILL/SIGSTOP/SIGCONT times) and prints
-the table. ``VOLTHA_CHAOS_SECONDS`` lengthens the randomized run (60 s by default) and
-``VOLTHA_CHAOS_SEED`` replays one; the seed in use is printed.
+last test audits the whole run (report files, SIGKILL/SIGSTOP/SIGCONT times); the table,
+the seed and the wall time go to the end-of-run summary (pytest would swallow stdout).
+``VOLTHA_CHAOS_SECONDS`` lengthens the randomized run (60 s by default) and
+``VOLTHA_CHAOS_SEED`` replays one.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from voltha_gevent.testing import summary
 from voltha_gevent.testing.chaos import ChaosBed, format_table, summary_rows
 
 pytestmark = [pytest.mark.consul, pytest.mark.cluster, pytest.mark.slow]
@@ -26,6 +27,8 @@ CHAOS_SECONDS = float(os.environ.get("VOLTHA_CHAOS_SECONDS", "60"))
 SEED = int(os.environ.get("VOLTHA_CHAOS_SEED") or random.SystemRandom().randrange(1, 10**9))
 #: Consul unreachable for every node: longer than the session TTL, so all must fence.
 OUTAGE_SECONDS = float(os.environ.get("VOLTHA_CHAOS_OUTAGE", "20"))
+#: Lines for the end-of-run summary, reported when the bed is torn down.
+_SUMMARY: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,10 @@ def bed(consul_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         yield chaos
     finally:
         chaos.stop()
-        sys.stdout.write(f"\nchaos bed wall time {time.monotonic() - started:.0f}s, workdir {workdir}\n")
+        _SUMMARY.insert(0, f"chaos seed {SEED} ({CHAOS_SECONDS:.0f}s random run; replay with "
+                           f"VOLTHA_CHAOS_SEED={SEED}); wall time {time.monotonic() - started:.0f}s, "
+                           f"workdir {workdir}")
+        summary.report("chaos bed: real 3-server Consul", "\n".join(_SUMMARY))
 
 
 def settled(bed: ChaosBed) -> None:
@@ -95,7 +101,6 @@ def test_consul_unreachable_for_every_node(bed: ChaosBed) -> None:
 
 
 def test_randomized(bed: ChaosBed) -> None:
-    sys.stdout.write(f"\nchaos seed {SEED} ({CHAOS_SECONDS:.0f}s): replay with VOLTHA_CHAOS_SEED={SEED}\n")
     bed.random_run(CHAOS_SECONDS, SEED, scenario=f"random seed={SEED}")
     settled(bed)
 
@@ -103,9 +108,8 @@ def test_randomized(bed: ChaosBed) -> None:
 def test_audit_and_table(bed: ChaosBed) -> None:
     audit = bed.audit()
     rows = summary_rows(bed.faults, audit, bed.violations)
-    sys.stdout.write("\n" + format_table(rows) + "\n")
-    for _, what in [*audit.violations, *bed.violations]:
-        sys.stdout.write(f"VIOLATION {what}\n")
+    _SUMMARY.append(format_table(rows))
+    _SUMMARY.extend(f"VIOLATION {what}" for _, what in [*audit.violations, *bed.violations])
     assert audit.starts >= 300
     assert audit.violations == []
     assert bed.violations == []

@@ -295,10 +295,6 @@ class PartitionBed:
         holder = base64.b64decode(entries[0].get("Value") or b"").decode("utf-8", "replace")
         return next((h for h in self.hosts if self.instance(h) == holder), None)
 
-    def follower_host(self) -> str:
-        leader = self.leader_host()
-        return next(h for h in self.hosts if h != leader)
-
     def serf_status(self, host: str) -> str | None:
         try:
             checks = self.consul("GET", f"/v1/health/node/{host}") or []
