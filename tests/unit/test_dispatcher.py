@@ -380,3 +380,16 @@ def test_stop_fails_queued_requests_and_refuses_new_ones():
     assert isinstance(queued.exception, VolthaError)
     with pytest.raises(VolthaError):
         dispatcher.submit_async(None)
+
+
+def test_stop_lets_a_forwarded_request_in_progress_finish():
+    release = gevent.event.Event()
+    dispatcher = RequestDispatcher(StubNode(owned={"x"}), lambda i, p: release.wait(5) and "done",
+                                   forward=lambda m, e, t: None, owners=StubOwners("a"), **SIZES)
+    dispatcher.start()
+    answer = gevent.spawn(dispatcher.dispatch_route, environ({"item": "x"}, headers={FORWARDED_HEADER: "b"}))
+    gevent.sleep(0.01)
+    gevent.spawn_later(0.1, release.set)
+    dispatcher.stop(timeout=2)
+    status, _, body = answer.get(timeout=2)
+    assert (status, json.loads(body)["result"]) == (200, "done")

@@ -232,3 +232,47 @@ def test_revocation_releases_the_owner_lock_only_after_the_request_being_served_
             slow.release.set()
             dispatcher.stop()
         assert cluster.ledger.violations == []
+
+
+def delay_runs(dispatcher: RequestDispatcher, monkeypatch: pytest.MonkeyPatch, seconds: float = 1.0) -> None:
+    """Each request's handler greenlet begins only ``seconds`` after it is spawned."""
+    group = dispatcher.local._group
+
+    def spawn(*args):
+        run = gevent.Greenlet(*args)
+        group.add(run)
+        run.start_later(seconds)
+        return run
+
+    monkeypatch.setattr(group, "spawn", spawn)
+
+
+def test_forwarded_request_quiesced_before_its_handler_began_is_answered_not_owner(monkeypatch):
+    slow = Slow()
+    dispatcher = stub_dispatcher(StubOwners("a"), None, StubNode(owned={"x"}), handler=slow.handler)
+    delay_runs(dispatcher, monkeypatch)
+    try:
+        forwarded = environ({"item": "x"}, headers={FORWARDED_HEADER: "b"})
+        answer = gevent.spawn(dispatcher.dispatch_route, forwarded)
+        gevent.sleep(0.05)  # accepted, its handler not begun
+        assert dispatcher.quiesce("x", 0.0) is True
+        status, _, body = answer.get(timeout=2)
+    finally:
+        dispatcher.stop()
+    assert (status, json.loads(body)["reason"], json.loads(body)["maybe_served"]) == (409, "not-owner", False)
+    assert slow.events == [] and dispatcher.stats.interrupted == 0
+
+
+def test_local_request_quiesced_before_its_handler_began_goes_to_the_new_owner(monkeypatch):
+    slow, calls = Slow(), []
+    node = StubNode(owned={"x"})
+    dispatcher = stub_dispatcher(StubOwners("b"), forwards_to(calls), node, handler=slow.handler)
+    delay_runs(dispatcher, monkeypatch)
+    try:
+        request = dispatcher.submit_async("x")
+        gevent.sleep(0.05)
+        assert dispatcher.quiesce("x", 0.0) is True
+        assert request.get(timeout=2) == "by b"
+    finally:
+        dispatcher.stop()
+    assert slow.events == [] and calls == ["b"]

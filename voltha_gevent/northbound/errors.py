@@ -71,9 +71,9 @@ class DispatchTimeout(DispatchError):
 
 class RequestInterrupted(DispatchError):
     """The handler was killed while it served the request: its item was being revoked and the
-    request outlived the revocation's wait. It may have partly run."""
+    request outlived the revocation's wait, or the dispatcher stopped. It may have partly run."""
 
-    template = "request for {item} killed while the item was revoked: {detail}"
+    template = "request for {item} killed while running: {detail}"
     maybe_served = True
 
 

@@ -64,10 +64,12 @@ class Inbound:
             raise DispatcherBusy(f"{self.workers} forwarded requests in progress")
         try:
             if item is not None and item != ALL and not self.local.await_serving(item, self.start_wait):
-                self.stats.not_owner += 1
                 raise NotOwner("not run here, never forwarded on", item=item, instance_id=self.instance_id)
             self.stats.received += 1
             return self.local.run(item, envelope.get("payload"))
+        except NotOwner:  # not served here, or quiesced before the handler began
+            self.stats.not_owner += 1
+            raise
         finally:
             self._slots.release()
 

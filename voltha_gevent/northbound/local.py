@@ -8,7 +8,8 @@ Guarantees:
   not quiesced.
 * **Each run is a greenlet of its own**, in a group this object owns and tracked per item,
   so a revocation can wait for the item's runs and kill them without killing a dispatcher
-  worker or an HTTP greenlet.
+  worker or an HTTP greenlet. A run killed before its handler began did not run: its caller
+  gets :class:`NotOwner` (re-routed, or answered 409 to a peer), not an interruption.
 * **Revocation waits.** :meth:`LocalServing.quiesce` stops new runs of the item at once,
   waits up to ``timeout`` for the runs in flight, then kills them and waits at most
   :data:`QUIESCE_KILL_WAIT` more; it answers whether none runs any more. The caller of a
@@ -35,7 +36,7 @@ import gevent
 import gevent.pool
 import structlog
 
-from .errors import RequestInterrupted
+from .errors import NotOwner, RequestInterrupted
 from .stats import DispatcherStats
 from .wire import ALL
 
@@ -96,9 +97,13 @@ class LocalServing:
         return len(self._runs.get(item, ()))
 
     def run(self, item: str | None, payload: Any) -> Any:
-        """Run the handler in a greenlet of its own and return its answer (or raise its error)."""
-        self.stats.local += 1
-        run = self._group.spawn(_call, self.handler, item, payload)
+        """Run the handler in a greenlet of its own and return its answer (or raise its error).
+
+        Killed before the handler began (a quiesce or stop came first): :class:`NotOwner`,
+        it did not run. Killed while running: :class:`RequestInterrupted`, it may have.
+        """
+        began: list[bool] = []
+        run = self._group.spawn(_call, self.handler, item, payload, began)
         run.name = f"request:{item}"
         tracked = item is not None and item != ALL
         if tracked:
@@ -110,7 +115,11 @@ class LocalServing:
                 run.kill(block=False)
             if tracked:
                 self._forget(item, run)
+        self.stats.local += bool(began)
         if isinstance(outcome, gevent.GreenletExit):
+            if not began:
+                raise NotOwner("stopped serving it before it began: not run", item=item,
+                               instance_id=self.node.instance_id)
             self.stats.interrupted += 1
             raise RequestInterrupted("it may have partly run", item=item)
         ok, value = outcome
@@ -157,8 +166,9 @@ class LocalServing:
         return survivors == 0
 
     def stop(self, timeout: float) -> None:
-        """Kill the runs still in progress (their callers are gone or stopping)."""
-        self._group.kill(block=True, timeout=timeout)
+        """Let the runs in progress finish (up to ``timeout``), then kill what is left."""
+        self._group.join(timeout=timeout)
+        self._group.kill(block=True, timeout=QUIESCE_KILL_WAIT)
 
     def _forget(self, item: str, run: gevent.Greenlet) -> None:
         runs = self._runs.get(item)
@@ -181,9 +191,10 @@ class LocalServing:
         return (lease is not None), getattr(lease, "token", None)
 
 
-def _call(handler: Handler, item: str | None, payload: Any) -> tuple[bool, Any]:
+def _call(handler: Handler, item: str | None, payload: Any, began: list[bool]) -> tuple[bool, Any]:
     """The handler's outcome as a value: an exception in a greenlet would be printed by gevent's
-    hub; it belongs to the request's caller instead."""
+    hub; it belongs to the request's caller instead. ``began`` tells a kill before the start."""
+    began.append(True)
     try:
         return True, handler(item, payload)
     except Exception as exc:  # noqa: BLE001 - every handler failure goes back to the caller

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import structlog
 
-from .errors import ForwardFailed, OwnerUnavailable
+from .errors import ForwardFailed, NotOwner, OwnerUnavailable
 from .local import LOCAL_RECHECK, LocalServing
 from .owners import OwnersLookup
 from .pending import PendingRequest
@@ -72,7 +72,12 @@ class Router:
             request.raise_if_cancelled()
             if self.local.serves(item):
                 request.begin_delivery()
-                return self.local.run(item, payload)
+                try:
+                    return self.local.run(item, payload)
+                except NotOwner:  # quiesced before the handler began: not run, route it again
+                    request.not_delivered()
+                    fresh = True
+                    continue
             owner = self.owners.read(item) if fresh else self.owners.get(item)
             if fresh and owner != excluded:
                 excluded = None  # ownership moved since: any owner may be tried again

@@ -39,7 +39,7 @@ class DispatcherStats:
     forwarded: int = 0
     """Requests this node forwarded to an owner and got an answer for."""
     received: int = 0
-    """Requests forwarded in by peers and served here."""
+    """Requests forwarded in by peers and accepted to run here."""
     failed: int = 0
     """Requests answered with an error (handler error, no owner, forward failure)."""
     rejected: int = 0
