@@ -50,6 +50,10 @@ log = structlog.get_logger(__name__)
 
 #: Transactions in flight at once while orchestrating.
 TXN_CONCURRENCY = 4
+#: How long a difference between ``assignments/`` and this leader's view that touches only
+#: keys it wrote itself is taken for its own writes still on their way (a snapshot taken
+#: between two of its batches), not another writer's.
+OWN_WRITES_GRACE = 5.0
 #: Demo workload names made by ``--seed-workload``.
 SEED_NAME = "device_group_{:04d}"
 
@@ -126,6 +130,8 @@ class Leader:
         ]
         self._published: set[tuple[str, str]] | None = None
         self._writing = 0
+        self._own_writes: set[tuple[str, str]] = set()  # (member, item) keys written lately
+        self._own_writes_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -191,7 +197,13 @@ class Leader:
         if self._published is None or self._writing or self.state is LeaderState.REASSIGNING:
             return  # our own writes are in flight; checked again once they are done
         expected = {(m, item) for item, ms in self.view.assigned.items() for m in ms}
-        if self._published != expected and not self._dirty.is_set():
+        differences = self._published ^ expected
+        if not differences:
+            self._own_writes = set()
+            return
+        if differences <= self._own_writes and time.monotonic() - self._own_writes_at < OWN_WRITES_GRACE:
+            return  # a snapshot of our own batches in flight: the next one will show them all
+        if not self._dirty.is_set():
             log.info("assignments-changed-elsewhere", extra=len(self._published - expected),
                      missing=len(expected - self._published))
             self._dirty.set()
@@ -354,6 +366,9 @@ class Leader:
             return
         guard = [TxnOp.check_session(self.keys.leader, self.session_id)]
         batches = list(chunked(ops, guard, TXN_MAX_OPS))
+        written = {parsed for parsed in (split_assignment(self.keys.assignments, op.key) for op in ops)
+                   if parsed is not None}
+        self._own_writes |= written
         pool = gevent.pool.Pool(TXN_CONCURRENCY)
         self._writing += 1
         try:
@@ -361,6 +376,7 @@ class Leader:
             gevent.joinall(jobs, raise_error=True)
         finally:
             self._writing -= 1
+            self._own_writes_at = time.monotonic()  # the grace counts from the end of the phase
 
     def _commit(self, batch: list[TxnOp]) -> None:
         try:

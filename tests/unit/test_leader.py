@@ -1,8 +1,9 @@
-"""An idle leader sleeps: its loop does not spin once the cluster has converged."""
+"""The leader: one soak per change, its own writes never taken for another writer's, an idle loop."""
 
 from __future__ import annotations
 
 import gevent
+import structlog.testing
 
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
@@ -25,3 +26,44 @@ def test_idle_leader_loop_waits_instead_of_spinning():
         leader._owners_changed.set()  # an owners/ change while nothing is pending
         gevent.sleep(0.5)
         assert len(calls) <= 3, f"leader loop ran {len(calls)} times in 0.5 s while idle"
+
+
+def test_a_join_costs_one_soak_even_when_a_snapshot_of_its_own_batches_arrives_mid_write():
+    items = [f"dg{i:04d}" for i in range(400)]
+    with FakeCluster(FakeConsul(), soak=0.3, max_soak_delay=3.0) as cluster:
+        cluster.add_items(*items)
+        cluster.add_node("a")
+        cluster.add_node("b")
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 15)
+        leader = cluster.leader().coordinator.leader
+        before = leader.stats.reassignments
+        watch = next(w for w in leader.watches if w.name == "leader-assignments")
+        deliver = watch.on_change
+        # a big listing takes a while to travel and parse: a snapshot read between two of the
+        # leader's batches reaches it after the write phase has ended
+        watch.on_change = lambda names: gevent.spawn_later(0.15, deliver, names)
+        cluster.fake.set_latency(0.01)  # spread the leader's batches: the watch sees them one by one
+        with structlog.testing.capture_logs() as logs:
+            cluster.add_node("c")
+            assert cluster.wait_until(lambda: cluster.converged(set(items)), 20)
+            gevent.sleep(1.0)  # any late snapshot of the leader's own writes has arrived
+        cluster.fake.set_latency(0)
+        assert [e for e in logs if e["event"] == "assignments-changed-elsewhere"] == []
+        assert leader.stats.reassignments - before == 1
+
+
+def test_another_writers_edit_is_still_detected_and_corrected():
+    items = [f"dg{i:03d}" for i in range(20)]
+    with FakeCluster(FakeConsul()) as cluster:
+        cluster.add_items(*items)
+        cluster.add_node("a")
+        cluster.add_node("b")
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+        gevent.sleep(0.3)
+        leader = cluster.leader().coordinator.leader
+        before = leader.stats.reassignments
+        client = cluster.fake.client()
+        victim = sorted(k for k in cluster.fake.dump("service/voltha/assignments/"))[0]
+        client.kv.delete(victim)
+        assert cluster.wait_until(lambda: leader.stats.reassignments > before, 10)
+        assert cluster.wait_until(lambda: victim in cluster.fake.dump("service/voltha/assignments/"), 10)
