@@ -1,8 +1,7 @@
 """Stand-ins for what the request dispatcher reads of a node and of the owners view.
 
 Shared by the ``test_dispatcher*.py`` files: a scripted owners view, a node whose owned /
-pending items (and, for :class:`LeasedStubNode`, ownership tokens) a test sets by hand, and
-WSGI environs.
+pending items and ownership tokens a test sets by hand, and WSGI environs.
 """
 
 from __future__ import annotations
@@ -44,15 +43,18 @@ class StubOwners:
 
 
 class StubNode:
-    """Just what the dispatcher reads of a node (no leases, no revoke barriers)."""
+    """Just what the dispatcher reads of a node. ``tokens``: the ownership token per owned item
+    (default 1; None = the lease is not valid); ``barriers``: what ``add_revoke_barrier`` got."""
 
     def __init__(self, instance_id: str = "a", members=("a", "b", "c"), owned=(), pending=(),
-                 ports: dict[str, int] | None = None) -> None:
+                 ports: dict[str, int] | None = None, tokens: dict[str, int | None] | None = None) -> None:
         self.instance_id = instance_id
         ports = ports or {}
         self._members = {m: MemberRecord(m, "127.0.0.1", "127.0.0.1", ports.get(m, 1000 + i))
                          for i, m in enumerate(members)}
         self._owned, self._pending = set(owned), set(pending)
+        self.tokens: dict[str, int | None] = dict(tokens or {})
+        self.barriers: list[Any] = []
         config = SimpleNamespace(watch_wait=5)
         self.coordinator = SimpleNamespace(api=None, watch_api=None, keys=Keys("p"), config=config)
 
@@ -65,18 +67,8 @@ class StubNode:
     def pending(self):
         return set(self._pending)
 
-
-class LeasedStubNode(StubNode):
-    """A node with ``ownership(item)`` (a token per owned item; None = lease not valid) and
-    ``add_revoke_barrier``."""
-
-    def __init__(self, *args: Any, tokens: dict[str, int | None] | None = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.tokens: dict[str, int | None] = dict(tokens or {})
-        self.barriers: list[Any] = []
-
     def ownership(self, item: str) -> SimpleNamespace | None:
-        token = self.tokens.get(item)
+        token = self.tokens.get(item, 1)
         if item not in self._owned or token is None:
             return None
         return SimpleNamespace(item=item, token=token)

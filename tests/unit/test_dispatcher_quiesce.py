@@ -13,7 +13,7 @@ import time
 import gevent
 import gevent.event
 import pytest
-from dispatcher_stubs import LeasedStubNode, StubNode, StubOwners, environ, stub_dispatcher
+from dispatcher_stubs import StubNode, StubOwners, environ, stub_dispatcher
 
 from voltha_gevent.northbound import (
     FORWARDED_HEADER,
@@ -162,7 +162,7 @@ def test_serving_resumes_on_a_new_ownership_after_the_revocation():
 
 def test_quiesce_of_a_live_ownership_holds_until_its_token_changes():
     calls: list[str] = []
-    node = LeasedStubNode(owned={"x"}, tokens={"x": 5})
+    node = StubNode(owned={"x"}, tokens={"x": 5})
     dispatcher = stub_dispatcher(StubOwners("b"), forwards_to(calls), node)
     try:
         assert dispatcher.quiesce("x", 1.0) is True
@@ -187,7 +187,7 @@ def test_resume_ends_a_quiesce_by_hand():
 
 
 def test_item_whose_lease_is_not_valid_is_not_served_here():
-    node = LeasedStubNode(owned={"x"}, tokens={"x": None})  # still RUNNING, lease ran out
+    node = StubNode(owned={"x"}, tokens={"x": None})  # still RUNNING, lease ran out
     dispatcher = stub_dispatcher(StubOwners("a"), forwards_to([]), node)
     try:
         with pytest.raises(NotOwner):
@@ -197,7 +197,7 @@ def test_item_whose_lease_is_not_valid_is_not_served_here():
 
 
 def test_start_adds_quiesce_as_a_revoke_barrier_once():
-    node = LeasedStubNode()
+    node = StubNode()
     dispatcher = stub_dispatcher(StubOwners(None), forwards_to([]), node)
     dispatcher.stop()
     dispatcher.start()

@@ -37,6 +37,7 @@ the HTTP endpoint. Counters live in :class:`DispatcherStats`
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -103,8 +104,8 @@ class RequestDispatcher:
     def start(self) -> RequestDispatcher:
         """Start the owners view and the worker pool; idempotent.
 
-        When the node offers ``add_revoke_barrier``, :meth:`quiesce` is added to it (once), so
-        a revocation waits for the item's requests before ``owners/<item>`` is released.
+        The first start adds :meth:`quiesce` to ``node.add_revoke_barrier``, so a revocation
+        waits for the item's requests before ``owners/<item>`` is released.
         """
         if self._stopped:
             self._stopped = False
@@ -122,8 +123,9 @@ class RequestDispatcher:
         if self._stopped:
             return
         self._stopped = True
+        deadline = time.monotonic() + timeout
         self.pool.stop(timeout)
-        self.local.stop(timeout)
+        self.local.stop(max(0.0, deadline - time.monotonic()))
         self.owners.stop()
         if self._http is not None:
             self._http.close()
@@ -131,9 +133,8 @@ class RequestDispatcher:
         self.log.info("dispatcher-stopped")
 
     def _add_revoke_barrier(self) -> None:
-        add = getattr(self.node, "add_revoke_barrier", None)
-        if callable(add) and not self._barrier_added:
-            add(self.quiesce)
+        if not self._barrier_added:
+            self.node.add_revoke_barrier(self.quiesce)
             self._barrier_added = True
 
     @property

@@ -17,13 +17,13 @@ Guarantees:
 * **Un-quiesce.** A quiesce fences the ownership current when it was called (a revoked or
   expired one needs no fence: it is not served anyway). It ends as soon as that ownership
   is seen to be over: the item outside :meth:`Node.owned` when quiesce returns or at any
-  later check, or a different ownership token (``Node.ownership(item).token``, when the node
-  offers it). Owned again after that is a new ownership, served normally. Quiescing an item
-  that is not being revoked holds until then, or until :meth:`resume`.
+  later check, or a different ``Node.ownership(item).token``. Owned again after that is a
+  new ownership, served normally. Quiescing an item that is not being revoked holds until
+  then, or until :meth:`resume`.
 
 If the session is lost, the worker fences its items, :meth:`Node.owned` empties and no new
 run starts here; runs in flight are waited for (and killed) by the revocation path through
-:meth:`quiesce`. :meth:`stop` kills whatever still runs.
+:meth:`quiesce`. :meth:`stop` lets runs finish up to its timeout, then kills them.
 """
 
 from __future__ import annotations
@@ -178,17 +178,11 @@ class LocalServing:
                 del self._runs[item]
 
     def _ownership(self, item: str) -> tuple[bool, object | None]:
-        """``(valid, token)`` of this node's ownership of ``item``, from local state only.
-
-        A node with leases (``Node.ownership``) answers None once the lease ran out or the
-        item is being revoked: nothing is served then, even before the worker noticed. A node
-        without them: ``(True, None)``, :meth:`Node.owned` alone decides.
-        """
-        ownership = getattr(self.node, "ownership", None)
-        if not callable(ownership):
-            return True, None
-        lease = ownership(item)
-        return (lease is not None), getattr(lease, "token", None)
+        """``(valid, token)`` of this node's ownership of ``item``, from local state only:
+        ``Node.ownership`` is None once the lease ran out or the item is being revoked, even
+        before the worker noticed, and nothing is served then."""
+        lease = self.node.ownership(item)
+        return (lease is not None), (lease.token if lease is not None else None)
 
 
 def _call(handler: Handler, item: str | None, payload: Any, began: list[bool]) -> tuple[bool, Any]:
