@@ -431,38 +431,6 @@ class ConsulAPI:
             self._call(self.client.kv.put, key, None, release=session_id, session_id=session_id)
         )
 
-    def lock_and_get(
-        self, key: str, value: bytes | str, session_id: str, *, read: str | None = None
-    ) -> tuple[KVEntry, KVEntry | None] | None:
-        """Take the lock ``key`` and read it back (and ``read``) in one transaction.
-
-        Returns ``(lock entry, read entry)`` - the lock entry's ``ModifyIndex`` is the Raft
-        index of this acquisition - or None while another session holds ``key`` or Consul's
-        lock-delay keeps it. A missing ``read`` key reads as None (a transaction ``get`` of
-        a missing key rolls the whole transaction back, so it is retried without it).
-        Raises :class:`SessionInvalid` when Consul no longer knows the session.
-        """
-        _check_size(value)
-        ops = [TxnOp.lock(key, value, session_id), TxnOp.get(key)]
-        if read is not None:
-            ops.append(TxnOp.get(read))
-        try:
-            entries = self.txn(ops)
-        except TransactionFailed as exc:
-            whats = " ".join(what.lower() for _, what in exc.errors)
-            if "invalid session" in whats:
-                raise SessionInvalid(f"lock {key}: {exc.detail}", session_id=session_id) from exc
-            if any(index == 0 for index, _ in exc.errors):
-                return None  # held by another session, or lock-delay
-            if read is not None and all(index == 2 for index, _ in exc.errors):
-                return self.lock_and_get(key, value, session_id)
-            raise
-        lock = next((e for e in entries[1:] if e.key == key), None)
-        if lock is None or lock.session != session_id:
-            raise ConsulUnavailable(f"garbled answer: lock {key} not read back as held")
-        other = next((e for e in entries[2:] if e.key == read), None) if read is not None else None
-        return lock, other
-
     def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
         kw: dict[str, Any] = {}
         if recurse:

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Protocol
 
 import gevent
 import gevent.event
-import gevent.lock
 import structlog
 
 from .budget import KILL_TIMEOUT
@@ -40,6 +39,7 @@ from .consul_api import backoff_step
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
 from .keys import child_name
 from .lease import Ownership, bind, now, run_fenced
+from .owner_locks import OwnerLocks
 from .owner_waits import OwnerWaits
 from .revocation import MIN_STOP_GRACE, Revocations, RevokeBarrier
 from .supervision import supervise
@@ -50,9 +50,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Owner-lock calls in flight at once per worker: a big assignment must not open hundreds
-#: of connections to one agent at once (Consul caps connections per client IP).
-ACQUIRE_CONCURRENCY = 16
 #: How long to wait before trying a free-looking lock again after a refusal (lock-delay).
 LOCK_DELAY_RETRY = 0.25
 
@@ -118,10 +115,8 @@ class ItemTask:
         failures = 0
         while self.state is ItemState.PENDING:
             try:
-                with worker.acquire_slots:
-                    self.in_call = True
-                    got = worker.api.lock_and_get(worker.keys.owner(self.item), worker.instance_id,
-                                                  self.session_id, read=worker.keys.item(self.item))
+                self.in_call = True
+                got = worker.owner_locks.acquire(self.item, self.session_id)
             except SessionInvalid as exc:
                 worker.session_invalid(self.session_id, f"owner lock: {exc}")
                 return
@@ -236,7 +231,7 @@ class Worker:
         self.watch_wait = config.watch_wait
         self.stats = WorkerStats()
         self.owner_waits = OwnerWaits(self.watch_api, self.keys.owners, wait=config.watch_wait)
-        self.acquire_slots = gevent.lock.BoundedSemaphore(ACQUIRE_CONCURRENCY)
+        self.owner_locks = OwnerLocks(self.api, self.keys, self.instance_id)
         self.revocations = Revocations(release_lock=self._release_lock, session_current=self._session_current,
                                        on_change=self.changed)
         self.tasks: dict[str, ItemTask] = {}
@@ -312,6 +307,7 @@ class Worker:
             greenlets.extend(g for g in (task.acquirer, task.work) if g is not None)
         self.owner_waits.stop()
         gevent.killall([g for g in greenlets if g is not gevent.getcurrent()], block=True, timeout=2.0)
+        self.owner_locks.stop()
         self.tasks.clear()
         self.settled.clear()
 
@@ -370,7 +366,7 @@ class Worker:
                 return
 
     def _release_lock(self, item: str, session_id: str) -> object:
-        return self.api.release(self.keys.owner(item), session_id)
+        return self.owner_locks.release(item, session_id)
 
     def _session_current(self, session_id: str) -> bool:
         return self._session_id == session_id and self.coordinator.session.live

@@ -23,7 +23,7 @@ def owner_tokens(cluster: FakeCluster) -> dict[str, tuple[int, str | None]]:
     return out
 
 
-def test_an_owner_lock_is_taken_and_read_with_one_transaction_per_item() -> None:
+def test_owner_locks_are_taken_and_read_in_a_few_shared_transactions() -> None:
     with FakeCluster(FakeConsul()) as cluster:
         cluster.add_items(*ITEMS, value="v1")
         node = cluster.add_node("a", start=False)
@@ -31,12 +31,12 @@ def test_an_owner_lock_is_taken_and_read_with_one_transaction_per_item() -> None
         node.start()
         assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)), 10)
         counts = cluster.fake.request_counts
-        assert counts.get("txn.put", 0) - len(ITEMS) <= 5, counts  # the leader's few writes
+        assert counts.get("txn.put", 0) <= 6, counts  # 20 items: 1-2 lock batches + the leader's writes
         assert counts.get("kv.put", 0) <= 3, counts  # membership and leader locks only: no per-item acquire
         ownerships = [node.ownership(item) for item in ITEMS]
         assert all(o is not None and o.valid() for o in ownerships)
         assert all(o.value == b"v1" for o in ownerships if o is not None)
-        assert len({o.token for o in ownerships if o is not None}) == len(ITEMS)
+        assert all(o.token > 0 for o in ownerships if o is not None)
 
 
 def test_the_fencing_token_grows_every_time_an_item_changes_owner() -> None:

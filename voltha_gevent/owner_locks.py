@@ -1,0 +1,234 @@
+"""Owner locks taken and released in Consul transactions, many items per call.
+
+Every item's work waits on its own ``acquire(item)`` or ``release(item)`` call, exactly as
+if it made one HTTP call of its own; underneath, one batcher greenlet gathers the calls
+made in the same moment into transactions of up to 64 operations and keeps at most
+:data:`TXN_CONCURRENCY` of them in flight. Taking an item's lock costs three operations -
+``lock owners/<item>``, ``get owners/<item>`` (its ``ModifyIndex`` is the fencing token) and
+``get workload/<item>`` (the value) - so 21 items share one round trip; releasing costs one
+``unlock``.
+
+A transaction is all or nothing, so one item's refusal must not fail the rest: Consul's
+409 lists every failed operation; the items they belong to get their own answer - "held
+by another session or in lock-delay" (``None``), "the workload key is gone" (taken again
+without reading it), "not held by this session" (``False`` for a release) - and the others
+are sent again at once. "Invalid session" fails every item of the batch with
+:class:`SessionInvalid`; Consul unavailable fails them with :class:`ConsulUnavailable`, for
+the caller to retry as it would any call.
+
+An acquire whose caller gave up (killed while waiting) but whose lock was taken is released
+by the batcher itself: no lock outlives the task that wanted it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.event
+import gevent.pool
+import structlog
+
+from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp
+from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
+from .keys import Keys
+
+log = structlog.get_logger(__name__)
+
+#: Owner-lock transactions in flight at once per worker (Consul caps connections per client).
+TXN_CONCURRENCY = 4
+#: Operations one item's acquire takes (lock, get lock, get value) and its release (unlock).
+ACQUIRE_OPS, RELEASE_OPS = 3, 1
+
+Taken = tuple[KVEntry, KVEntry | None]
+"""The owner-lock entry as taken (its ModifyIndex is the token) and the workload entry."""
+
+
+@dataclass
+class _Call:
+    verb: str  # "acquire" | "release"
+    item: str
+    session_id: str
+    read_value: bool = True
+    result: gevent.event.AsyncResult = field(default_factory=gevent.event.AsyncResult)
+    abandoned: bool = False
+
+
+@dataclass
+class OwnerLockStats:
+    transactions: int = 0
+    acquired: int = 0
+    refused: int = 0
+    released: int = 0
+    resent: int = 0
+    orphans_released: int = 0
+
+
+class OwnerLocks:
+    """Batched ``acquire``/``release`` of ``owners/<item>`` for one worker."""
+
+    def __init__(self, api: ConsulAPI, keys: Keys, instance_id: str, *,
+                 concurrency: int = TXN_CONCURRENCY) -> None:
+        self.api = api
+        self.keys = keys
+        self.instance_id = instance_id
+        self.stats = OwnerLockStats()
+        self._queue: list[_Call] = []
+        self._wake = gevent.event.Event()
+        self._pool = gevent.pool.Pool(concurrency)
+        self._batcher: gevent.Greenlet | None = None
+
+    # -- the calls ---------------------------------------------------------------------
+
+    def acquire(self, item: str, session_id: str) -> Taken | None:
+        """Take ``owners/<item>``: the entries, or None while someone else holds it (or lock-delay)."""
+        call = self._submit(_Call("acquire", item, session_id))
+        try:
+            return call.result.get()  # type: ignore[no-any-return]
+        finally:
+            if not call.result.ready():
+                call.abandoned = True  # killed while waiting: a lock it wins is let go
+
+    def release(self, item: str, session_id: str) -> bool:
+        """Let go of ``owners/<item>``; False when this session did not hold it."""
+        return bool(self._submit(_Call("release", item, session_id)).result.get())
+
+    def stop(self) -> None:
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None and batcher is not gevent.getcurrent():
+            batcher.kill(block=True, timeout=2.0)
+        self._pool.kill(block=True, timeout=2.0)
+        for call in self._queue:
+            call.result.set_exception(ConsulUnavailable("worker stopped"))
+        self._queue = []
+
+    def _submit(self, call: _Call) -> _Call:
+        self._queue.append(call)
+        self._wake.set()
+        if self._batcher is None or self._batcher.dead:
+            self._batcher = gevent.spawn(self._run)
+            self._batcher.name = "owner-locks"
+        return call
+
+    # -- batching ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            gevent.sleep(0)  # let the other callers of this moment join the batch
+            while self._queue:
+                batch = self._take_batch()
+                self._pool.spawn(self._send, batch)
+                gevent.sleep(0)  # the pool blocks when full: back-pressure from Consul's answers
+
+    def _take_batch(self) -> list[_Call]:
+        batch: list[_Call] = []
+        room = TXN_MAX_OPS
+        while self._queue:
+            call = self._queue[0]
+            need = ACQUIRE_OPS if call.verb == "acquire" else RELEASE_OPS
+            if need > room:
+                break
+            self._queue.pop(0)
+            batch.append(call)
+            room -= need
+        return batch
+
+    def _ops(self, batch: list[_Call]) -> tuple[list[TxnOp], list[int]]:
+        """The operations of ``batch`` and, per operation, the index of its call."""
+        ops: list[TxnOp] = []
+        owner: list[int] = []
+        for index, call in enumerate(batch):
+            key = self.keys.owner(call.item)
+            if call.verb == "release":
+                new = [TxnOp.unlock(key, self.instance_id, call.session_id)]
+            else:
+                new = [TxnOp.lock(key, self.instance_id, call.session_id), TxnOp.get(key)]
+                if call.read_value:
+                    new.append(TxnOp.get(self.keys.item(call.item)))
+            ops.extend(new)
+            owner.extend([index] * len(new))
+        return ops, owner
+
+    def _send(self, batch: list[_Call]) -> None:
+        while batch:
+            ops, owner = self._ops(batch)
+            self.stats.transactions += 1
+            try:
+                entries = self.api.txn(ops)
+            except TransactionFailed as exc:
+                batch = self._settle_failures(batch, owner, exc)
+                self.stats.resent += len(batch)
+                continue
+            except SessionInvalid as exc:
+                self._fail(batch, exc)
+                return
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                self._fail(batch, exc)
+                return
+            except gevent.GreenletExit:
+                self._fail(batch, ConsulUnavailable("owner-lock batch interrupted"))
+                raise
+            self._deliver(batch, entries)
+            return
+
+    def _settle_failures(self, batch: list[_Call], owner: list[int], exc: TransactionFailed) -> list[_Call]:
+        """Answer the calls whose operations failed; the rest are sent again."""
+        failed: dict[int, list[str]] = {}
+        for op_index, what in exc.errors:
+            if 0 <= op_index < len(owner):
+                failed.setdefault(owner[op_index], []).append(what.lower())
+            else:  # an error we cannot place: fail them all rather than guess
+                self._fail(batch, ConsulUnavailable(f"owner-lock transaction: {exc.detail}"))
+                return []
+        if any("invalid session" in what for whats in failed.values() for what in whats):
+            self._fail(batch, SessionInvalid(f"owner lock: {exc.detail}", session_id=batch[0].session_id))
+            return []
+        again = []
+        for index, call in enumerate(batch):
+            whats = failed.get(index)
+            if whats is None:
+                again.append(call)
+            elif call.verb == "release":
+                self._answer(call, False)  # not held by this session: nothing to let go
+            elif call.read_value and all("doesn't exist" in w or "does not exist" in w for w in whats) \
+                    and all(self.keys.item(call.item) in w for w in whats):
+                call.read_value = False  # the workload key is gone: take the lock without its value
+                again.append(call)
+            else:
+                self.stats.refused += 1
+                self._answer(call, None)  # held by another session, or lock-delay
+        return again
+
+    def _deliver(self, batch: list[_Call], entries: list[KVEntry]) -> None:
+        by_key: dict[str, KVEntry] = {}
+        for entry in entries:
+            if entry.value is not None or entry.key not in by_key:
+                by_key[entry.key] = entry  # the get (with value) over the lock result
+        for call in batch:
+            key = self.keys.owner(call.item)
+            if call.verb == "release":
+                self.stats.released += 1
+                self._answer(call, True)
+                continue
+            lock = by_key.get(key)
+            if lock is None or lock.session != call.session_id:
+                call.result.set_exception(ConsulUnavailable(f"garbled answer: lock {key} not read back"))
+                continue
+            self.stats.acquired += 1
+            value = by_key.get(self.keys.item(call.item)) if call.read_value else None
+            self._answer(call, (lock, value))
+
+    def _answer(self, call: _Call, value: object) -> None:
+        if call.abandoned and call.verb == "acquire" and value is not None:
+            self.stats.orphans_released += 1
+            self._submit(_Call("release", call.item, call.session_id))
+        call.result.set(value)
+
+    def _fail(self, batch: list[_Call], error: BaseException) -> None:
+        for call in batch:
+            call.result.set_exception(error)
+
+
+__all__ = ["OwnerLockStats", "OwnerLocks", "Taken"]
