@@ -6,6 +6,7 @@ The logic lives in :mod:`voltha_gevent.testing`; keep this file thin.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
@@ -18,6 +19,7 @@ from voltha_gevent.consul_api import ClientSettings, NetworkError, make_client
 from voltha_gevent.testing import summary
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, ConsulBinaryNotFound, DevAgent, find_consul_binary
 from voltha_gevent.testing.fake_consul import FakeConsul, ManualClock
+from voltha_gevent.testing.processes import POOL_FULL, pool_full_warnings
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +29,38 @@ def _no_consul_env() -> Iterator[None]:
         for name in CONSUL_ENV_VARS:
             mp.delenv(name, raising=False)
         yield
+
+
+class _PoolFull(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if POOL_FULL in message:
+            self.records.append(message)
+
+
+@pytest.fixture(autouse=True)
+def _no_pool_full_warnings() -> Iterator[None]:
+    """More calls in flight than a client's pool holds is a bug here (issue 14): fail on it."""
+    handler = _PoolFull()
+    logger = logging.getLogger("urllib3.connectionpool")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    assert not handler.records, handler.records[:3]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_pool_full_in_node_logs() -> Iterator[None]:
+    """The same for every node process the tests started (their logs are scanned at the end)."""
+    yield
+    found = pool_full_warnings()
+    assert not found, found[:5]
 
 
 @pytest.fixture(scope="session")

@@ -69,8 +69,9 @@ BACKOFF_JITTER = 0.1
 TXN_MAX_OPS = 64
 #: Consul rejects values larger than this (512 KiB).
 MAX_VALUE_BYTES = 512 * 1024
-#: Connections one client keeps open (greenlets sharing the client beyond this wait on none,
-#: but their connections are closed after use).
+#: Connections one client keeps open. A greenlet that finds them all busy waits for one
+#: (``pool_block``) instead of opening an extra connection that urllib3 would discard after
+#: the call ("Connection pool is full"): the pool paces bulk calls by Consul's answers.
 POOL_SIZE = 20
 #: Default timeout of ordinary (non-blocking) calls.
 CALL_TIMEOUT = 10.0
@@ -128,9 +129,9 @@ def make_client(settings: ClientSettings, timeout: float = CALL_TIMEOUT) -> Any:
     client.http = client.http_connect(
         settings.host, settings.port, settings.scheme, settings.verify, settings.cert, timeout=timeout
     )
-    # One client serves many greenlets at once (a worker takes its owner locks in parallel):
-    # requests' default pool keeps only 10 connections and discards the rest after each call.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+    # One client serves many greenlets at once (a leader's batches, the owner-lock batcher,
+    # watches): requests' default pool keeps 10 connections and discards any extra one.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, pool_block=True)
     client.http.session.mount("http://", adapter)
     client.http.session.mount("https://", adapter)
     client.scheme = settings.scheme

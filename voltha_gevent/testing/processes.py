@@ -36,6 +36,24 @@ TEST_SETTINGS = {
 }
 
 
+#: urllib3's warning when more calls were in flight than a client's pool holds.
+POOL_FULL = "Connection pool is full"
+#: Every node log written in this process, for :func:`pool_full_warnings`.
+_LOGS: list[Path] = []
+
+
+def pool_full_warnings() -> list[str]:
+    """Lines of any node log started here that carry urllib3's pool-full warning."""
+    found = []
+    for path in _LOGS:
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        found.extend(f"{path.name}: {line[:200]}" for line in text.splitlines() if POOL_FULL in line)
+    return found
+
+
 class NodeProcess:
     """One node process; ``workdir`` holds its log and report file."""
 
@@ -49,6 +67,7 @@ class NodeProcess:
         self.rest_port = free_port()
         self.report_file = self.workdir / f"{instance_id}.report.jsonl"
         self.log_path = self.workdir / f"{instance_id}.log"
+        _LOGS.append(self.log_path)
         self.settings = {**TEST_SETTINGS, **(settings or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.kills: list[tuple[float, str]] = []
