@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 #: Transactions in flight at once while orchestrating.
 TXN_CONCURRENCY = 4
+#: How long the first read of owners/ may take before handovers are decided without it.
+ONE_OWNERS_READ = 10.0
 #: How long a difference between ``assignments/`` and this leader's view that touches only
 #: keys it wrote itself is taken for its own writes still on their way (a snapshot taken
 #: between two of its batches), not another writer's.
@@ -118,13 +120,16 @@ class Leader:
         self._group = gevent.pool.Group()
         wait = config.watch_wait
         watch_api = coordinator.watch_api
+        # owners/ (a full download of every lock, ~200 bytes an item) is watched only while an
+        # item moves between two live members: see _owners_needed()
+        self.owners_watch = Watch(watch_api, self.keys.owners, self._on_owners, kind=WatchKind.TREE,
+                                  wait=wait, name="leader-owners")
+        self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
         self.watches = [
             Watch(watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE, wait=wait,
                   name="leader-members"),
             Watch(watch_api, self.keys.workload, self._on_workload, kind=WatchKind.KEYS, wait=wait,
                   separator="/", name="leader-workload"),
-            Watch(watch_api, self.keys.owners, self._on_owners, kind=WatchKind.TREE, wait=wait,
-                  name="leader-owners"),
             Watch(watch_api, self.keys.assignments, self._on_assignments, kind=WatchKind.KEYS, wait=wait,
                   name="leader-assignments"),
         ]
@@ -147,8 +152,10 @@ class Leader:
             return
         self.state = LeaderState.HALTED
         self._stop.set()
+        self.owners_watch.stop()
         for watch in self.watches:
             watch.stop()
+        self.owners_watch.stop()
         self._group.kill(block=gevent.getcurrent() not in self._group, timeout=2.0)
         log.info("leader-halted", epoch=self.epoch)
 
@@ -272,6 +279,13 @@ class Leader:
         now = time.monotonic()
         self.pending_since = {item: self.pending_since.get(item, now) for item, m in self.desired.items()
                               if m not in view.assigned.get(item, set())}
+        # Only an item leaving a live member waits for that member to let go of its lock; a
+        # new item, or one whose member is gone, is granted at once (the new owner's worker
+        # still waits for the lock itself, lock-delay included).
+        self.handover_from = {item: current[item] for item in self.pending_since
+                              if current.get(item) in view.members
+                              and current[item] != self.desired.get(item)}
+        self._owners_needed()
         moved = sum(1 for item, m in current.items() if self.desired.get(item) not in (None, m))
         # Revocations and the grants that need no handover (no owner lock held elsewhere)
         # go out in one write phase; the rest wait for their old owner's release.
@@ -317,7 +331,9 @@ class Leader:
             member = self.desired.get(item)
             if member is None or member not in self.view.members:
                 continue
-            owner = self.view.owners.get(item)
+            owner = self.view.owners.get(item) if item in self.handover_from else None
+            if owner is not None and owner not in self.view.members:
+                owner = None  # the old owner is gone: its lock goes with its session
             if owner in (None, member):
                 grants.append((member, item, since))
             elif now - since >= self.handover_timeout:
@@ -331,12 +347,24 @@ class Leader:
         for member, item, since in grants:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
+            self.handover_from.pop(item, None)
             self.stats.handover_seconds.append(now - since)
             self.stats.handovers += 1
             self.stats.handover_total_seconds += now - since
         del self.stats.handover_seconds[:-1000]
         self.stats.granted += len(grants)
+        self._owners_needed()
         return len(grants)
+
+    def _owners_needed(self) -> None:
+        """Watch owners/ while some item waits for a live member to let go; not otherwise."""
+        self.handover_from = {i: m for i, m in self.handover_from.items() if i in self.pending_since}
+        if self.handover_from and not self.owners_watch.running:
+            self.owners_watch.start()
+            self.owners_watch.wait_delivered(ONE_OWNERS_READ)  # decide on a real view
+        elif not self.handover_from and self.owners_watch.running:
+            self.owners_watch.stop()
+            self.view.owners = {}
 
     def _prune_stale_members(self) -> None:
         """Delete member records whose session is gone (released, not locked).

@@ -112,8 +112,12 @@ class Watch:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> Watch:
+        """Start (or start again after :meth:`stop`: the first answer is read afresh and delivered)."""
         if self._greenlet is None:
             self._stop.clear()
+            self.index = 0
+            self._last = _NOTHING
+            self.delivered.clear()
             self._greenlet = gevent.spawn(self._run)
             self._greenlet.name = self.name
             supervise(self._greenlet, self.name, restart=self._restart)

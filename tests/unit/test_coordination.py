@@ -193,10 +193,11 @@ def test_worker_waits_for_the_previous_owner_without_polling():
         squatter = client.session.create(ttl=10, lock_delay=0)
         assert client.kv.put("service/voltha/owners/item000", "old-owner", acquire=squatter)
         node = cluster.add_node("a")
-        # the leader grants item000 only after its handover timeout: the lock is held elsewhere
+        # a new item is granted at once (no live member had it); the worker waits for the lock
         assert cluster.wait_until(lambda: node.pending() == {"item000"})
         assert len(node.owned()) == len(ITEMS) - 1
-        assert node.coordinator.leader.stats.handover_timeouts == 1
+        assert node.coordinator.leader.stats.handover_timeouts == 0
+        assert not node.coordinator.leader.owners_watch.running  # nothing moves between members
         gets_before = cluster.fake.request_counts.get("kv.get", 0)
         gevent.sleep(1.0)
         # waiting is one blocking query on the key, not a poll loop
