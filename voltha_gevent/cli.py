@@ -201,6 +201,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
         if dispatcher is not None:
             dispatcher.stop()
         node.stop()
+        if dispatcher is not None:
+            dispatcher.linger()  # peers still forwarding here are told "not owner", not reset
         endpoint.stop()
     finally:
         if agent is not None:

@@ -54,6 +54,9 @@ class SessionDuty(Protocol):
     def session_ended(self, *, lost: bool) -> None:
         """Stop acting on every lock of the session now; called before any new session."""
 
+    def keeps_locks(self) -> bool:
+        """True while some work could not be stopped: its locks must outlive a shutdown."""
+
 
 class Coordinator:
     """Session, membership and leader election for one instance."""
@@ -133,7 +136,15 @@ class Coordinator:
             return
         self._stop.set()
         self._end_session(lost=False)
-        self.session.destroy()
+        if any(duty.keeps_locks() for duty in self.duties):
+            # Destroying the session would release the owner lock of work that still runs.
+            # Stop proving the session alive instead: Consul drops it one check TTL later
+            # (plus lock-delay before anyone else takes the locks), by which time a process
+            # that exits after stop() has taken the stuck work with it.
+            log.critical("stopping-with-stuck-work", instance_id=self.instance_id)
+            self.session.abandon()
+        else:
+            self.session.destroy()
         self._members_watch.stop()
         main, self._main = self._main, None
         if main is not None and main is not gevent.getcurrent():

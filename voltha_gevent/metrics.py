@@ -92,6 +92,10 @@ def _dispatcher_metrics(dispatcher: Any) -> Iterator[Metric]:
     yield _counter("dispatch_received", "requests forwarded here by peers and served", stats.received)
     yield _counter("dispatch_failed", "requests answered with an error", stats.failed)
     yield _counter("dispatch_rejected", "requests refused because the dispatcher was full", stats.rejected)
+    yield _counter("dispatch_cancelled", "requests whose caller gave up before delivery (never run)",
+                   stats.cancelled)
+    yield _counter("dispatch_interrupted", "requests killed while running (revocation or stop)",
+                   stats.interrupted)
     yield _gauge("dispatch_queue_depth", "requests waiting in the queue", float(dispatcher.queue_depth))
     latency = stats.latency
     yield HistogramMetricFamily(f"{PREFIX}_dispatch_latency_seconds", "request latency, queue to answer",

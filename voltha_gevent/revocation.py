@@ -146,7 +146,8 @@ class Revocation:
                 log.error("revoke-handler-failed", item=self.item, error=repr(stopper.exception))
         for barrier in list(self.owner.barriers):
             try:
-                if not barrier(self.item, max(0.0, self.stop_by - now())):
+                # a barrier may kill what outlives its timeout: that kill comes out of the margin
+                if not barrier(self.item, max(0.0, self.stop_by - now() - KILL_TIMEOUT)):
                     self.owner.unsettled_barriers.add(self.item)
             except Exception:  # noqa: BLE001 - a barrier's failure must not skip the fence
                 log.exception("revoke-barrier-failed", item=self.item)

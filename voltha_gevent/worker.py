@@ -410,6 +410,10 @@ class Worker:
         """Items whose work would not stop: their owner locks are kept."""
         return self.revocations.stuck()
 
+    def keeps_locks(self) -> bool:
+        """Session duty: stuck work keeps its locks, even through a shutdown."""
+        return bool(self.stuck())
+
     def wait_settled(self, timeout: float | None = None) -> bool:
         """Block until this node runs exactly what it is assigned."""
         return self.settled.wait(timeout)

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import gevent
+import gevent.event
 
 import voltha_gevent
 from voltha_gevent.testing.fake_consul import FakeConsul
@@ -137,3 +138,30 @@ def test_the_fence_completes_when_an_acquirer_is_the_first_to_see_the_session_in
         assert cluster.wait_until(lambda: cluster.converged(set(ITEMS) | set(more)), 15), (
             sorted(node.pending()), node.coordinator.session.state)
         assert node.coordinator.session.session_id != session_id
+
+
+def test_stopping_a_node_with_stuck_work_keeps_that_items_lock() -> None:
+    """Destroying the session at stop would hand a stuck item to another node while its
+    work still runs here (found by the dispatcher's quiesce tests)."""
+    release = gevent.event.Event()
+
+    def stubborn(item: str, value: bytes | None) -> None:
+        while not release.is_set():
+            try:
+                gevent.sleep(0.05)
+            except gevent.GreenletExit:
+                continue  # ignores every kill
+
+    with FakeCluster(FakeConsul(), stop_timeout=0.3) as cluster:
+        cluster.add_items("x")
+        node = voltha_gevent.Node(cluster.settings_config("a"), on_assigned=stubborn,
+                                  client_factory=cluster.client_factory("a")).start()
+        try:
+            assert cluster.wait_until(lambda: node.ownership("x") is not None, 10)
+            session_id = node.coordinator.session.session_id
+            node.stop()
+            assert node.stuck() == {"x"}
+            assert cluster.fake.dump("service/voltha/owners/")["service/voltha/owners/x"][1] == session_id
+            assert session_id in cluster.fake.sessions()
+        finally:
+            release.set()
