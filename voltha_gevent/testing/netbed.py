@@ -611,7 +611,7 @@ def fault_table(runs: list[FaultRun], not_run: dict[str, str] | None = None) -> 
         for key in ("serf_critical_s", "session_gone_s", "victim_last_effect_s", "takeover_first_s"):
             values = [r.notes[key] for r in group if key in r.notes]
             if values:
-                notes.append(f"{key[:-2]} {'/'.join(f'{v:.1f}' for v in values)}")
+                notes.append(f"{key[:-2]} {'/'.join(f'{max(v, 0.0):.1f}' for v in values)}")
         rows.append([fault, str(len(group)), med, top, _median_max(settle)[1],
                      str(sum(len(r.violations) for r in group)), str(sum(r.effects_inside for r in group)),
                      "; ".join(notes) or "-"])
