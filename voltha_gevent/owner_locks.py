@@ -22,6 +22,7 @@ by the batcher itself: no lock outlives the task that wanted it.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 import gevent
@@ -73,7 +74,7 @@ class OwnerLocks:
         self.keys = keys
         self.instance_id = instance_id
         self.stats = OwnerLockStats()
-        self._queue: list[_Call] = []
+        self._queue: collections.deque[_Call] = collections.deque()
         self._wake = gevent.event.Event()
         self._pool = gevent.pool.Pool(concurrency)
         self._batcher: gevent.Greenlet | None = None
@@ -100,7 +101,7 @@ class OwnerLocks:
         self._pool.kill(block=True, timeout=2.0)
         for call in self._queue:
             call.result.set_exception(ConsulUnavailable("worker stopped"))
-        self._queue = []
+        self._queue.clear()
 
     def _submit(self, call: _Call) -> _Call:
         self._queue.append(call)
@@ -130,7 +131,7 @@ class OwnerLocks:
             need = ACQUIRE_OPS if call.verb == "acquire" else RELEASE_OPS
             if need > room:
                 break
-            self._queue.pop(0)
+            self._queue.popleft()
             batch.append(call)
             room -= need
         return batch

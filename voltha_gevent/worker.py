@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: Items set up between two yields to the event loop when a big assignment arrives.
+YIELD_EVERY = 500
 #: How long to wait before trying a free-looking lock again after a refusal (lock-delay).
 LOCK_DELAY_RETRY = 0.25
 
@@ -240,6 +242,7 @@ class Worker:
         self._session_id: str | None = None
         self._generation = 0
         self._dirty = gevent.event.Event()
+        self._recompute: object | None = None
         self._watch: Watch | None = None
         self._loop: gevent.Greenlet | None = None
         coordinator.add_duty(self)
@@ -331,10 +334,12 @@ class Worker:
         wanted = set(self.assigned)
         gone = [item for item in self.tasks if item not in wanted]
         self._revoke(gone, release=True, stop_by=now() + self.stop_timeout)
-        for item in sorted(wanted - set(self.tasks)):
+        for count, item in enumerate(sorted(wanted - set(self.tasks)), 1):
             if item in self.revocations.running:
                 continue  # still being revoked (stuck): taken up again once it is done
             self.tasks[item] = ItemTask(self, item, session_id, self._generation)
+            if count % YIELD_EVERY == 0:
+                gevent.sleep(0)  # thousands of new items: let heartbeats and watches run between
         self._sweep(session_id)
         self.changed()
 
@@ -372,7 +377,16 @@ class Worker:
         return self._session_id == session_id and self.coordinator.session.live
 
     def changed(self) -> None:
-        """Recompute ``settled``: every assigned item running and nothing in flight."""
+        """Something changed: recompute ``settled`` soon (once for a burst of changes).
+
+        Every item start and every revocation step calls this; recomputing at once would
+        cost O(items) each time, O(items^2) for a big assignment.
+        """
+        if self._recompute is None:
+            self._recompute = gevent.get_hub().loop.run_callback(self._settle_now)
+
+    def _settle_now(self) -> None:
+        self._recompute = None
         running = {i for i, t in self.tasks.items() if t.state is ItemState.RUNNING}
         if self._session_id and running == self.assigned and len(running) == len(self.tasks) \
                 and not self.revocations.running:
