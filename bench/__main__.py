@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("assignment", "orchestration", "failover", "idle", "watch", "dispatch")
+SECTIONS = ("assignment", "orchestration", "failover", "idle", "watch", "dispatch", "scale", "peers")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

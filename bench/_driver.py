@@ -88,6 +88,15 @@ def voltha_settings(soak: float, *, check_ttl: float = 3.0, lock_delay: float = 
                        f"{check_ttl:g} s")
 
 
+def describe(settings: dict[str, str]) -> str:
+    """The timing settings of a voltha-gevent run, for a table's footnote."""
+    def get(name: str) -> str:
+        return settings[f"VOLTHA_{name}"]
+
+    return (f"soak {get('SOAK')} s, worker soak {get('WORKER_SOAK')} s, check TTL {get('CHECK_TTL')} s, "
+            f"lock-delay {get('LOCK_DELAY')} s, stop_timeout {get('STOP_TIMEOUT')} s")
+
+
 def tick_for(items: int) -> float:
     """The ledger tick for a workload (see :data:`TICKS_PER_SECOND`)."""
     return min(MAX_TICK, max(MIN_TICK, items / TICKS_PER_SECOND))
