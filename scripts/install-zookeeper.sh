@@ -6,7 +6,8 @@
 #   classpath=/a.jar:/b.jar:...
 #
 # ZooKeeper's jars come from Debian's libzookeeper-java package (what the `zookeeper` package
-# runs) and the few Java libraries a standalone server loads, found in this order: $ZOOKEEPER_CLASSPATH, the jars
+# runs: that one only adds init scripts, /etc config and a dependency on a full JRE) and the few
+# Java libraries a standalone server loads, found in this order: $ZOOKEEPER_CLASSPATH, the jars
 # of an installed package (/usr/share/java/zookeeper.jar), the cache, then `apt-get download`
 # + `dpkg -x` into the cache through a private sources list that reuses the mirror URI already
 # configured on this machine (as scripts/install-consul.sh does), and as a last resort
