@@ -59,6 +59,8 @@ SCRAPE_TIMEOUT = 5.0
 #: Dev agent telemetry: cumulative Prometheus counts of every HTTP request it served.
 CONSUL_TELEMETRY = 'telemetry { prometheus_retention_time = "2h" disable_hostname = true }'
 POOL_FULL = "Connection pool is full"
+#: How many request kinds (method + path) a phase reports, the most frequent first.
+TOP_KINDS = 4
 
 
 def voltha_settings(soak: float, *, check_ttl: float = 3.0, lock_delay: float = 1.0,
@@ -137,6 +139,39 @@ def http_text(url: str, timeout: float = SCRAPE_TIMEOUT) -> str | None:
             return answer.read().decode("utf-8", "replace")
     except (OSError, urllib.error.URLError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Requests a coordination service served so far: the total, and per kind (count, seconds)."""
+
+    total: int
+    by_kind: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def since(self, earlier: Requests | None) -> dict[str, Any] | None:
+        """The requests served after ``earlier``, with the most frequent kinds (blocking queries'
+        service time includes their wait, so time is shown but does not rank)."""
+        if earlier is None:
+            return None
+        kinds = {}
+        for kind, (count, seconds) in self.by_kind.items():
+            count0, seconds0 = earlier.by_kind.get(kind, (0, 0.0))
+            if count > count0:
+                kinds[kind] = (count - count0, round(seconds - seconds0, 3))
+        top = dict(sorted(kinds.items(), key=lambda kv: -kv[1][0])[:TOP_KINDS])
+        return {"total": self.total - earlier.total, "top": top}
+
+
+def consul_requests(text: str) -> Requests:
+    """HTTP requests per method and path from the agent's Prometheus metrics (summaries, in ms)."""
+    by_kind: dict[str, tuple[int, float]] = {}
+    values = prometheus_values(text)
+    for name, count in values.items():
+        if not (name.startswith("consul_http_") and name.endswith("_count")) or "agent_metrics" in name:
+            continue
+        kind = name[len("consul_http_"):-len("_count")]
+        by_kind[kind] = (int(count), values.get(f"consul_http_{kind}_sum", 0.0) / 1000.0)
+    return Requests(sum(c for c, _ in by_kind.values()), by_kind)
 
 
 # -- members ---------------------------------------------------------------------------------------
@@ -251,7 +286,7 @@ class System(Protocol):
 
     def member(self, instance_id: str, workdir: Path, items: int, tick: float) -> Member: ...
 
-    def requests(self) -> int | None: ...
+    def requests(self) -> Requests | None: ...
 
     def member_metrics(self, member: Member) -> dict[str, float] | None: ...
 
@@ -295,13 +330,9 @@ class Voltha:
         return LedgerNode(instance_id, self.agent.http_addr, workdir, prefix=self.prefix,
                           settings=self.settings, ledger=workdir / f"{instance_id}.ledger", tick=tick)
 
-    def requests(self) -> int | None:
+    def requests(self) -> Requests | None:
         text = http_text(f"http://{self.agent.http_addr}/v1/agent/metrics?format=prometheus")
-        if text is None:
-            return None
-        values = prometheus_values(text)
-        return int(sum(v for k, v in values.items()
-                       if k.startswith("consul_http_") and k.endswith("_count") and "agent_metrics" not in k))
+        return consul_requests(text) if text is not None else None
 
     def member_metrics(self, member: Member) -> dict[str, float] | None:
         return member.metrics() if isinstance(member, LedgerNode) else None
@@ -391,10 +422,10 @@ class Kazoo:
                            ledger=workdir / f"{instance_id}.ledger", tick=tick,
                            time_boundary=self.time_boundary, session_timeout=self.session_timeout)
 
-    def requests(self) -> int | None:
+    def requests(self) -> Requests | None:
         text = self.zookeeper.four_letters("mntr")
         match = re.search(r"^zk_packets_received\s+(\d+)", text or "", re.M)
-        return int(match.group(1)) if match else None
+        return Requests(int(match.group(1))) if match else None
 
     def member_metrics(self, member: Member) -> dict[str, float] | None:
         return None
@@ -546,18 +577,20 @@ class Trial:
         self.expected.add(name)
         return member.pid
 
-    def _phase(self, name: str, t0: float, before: dict, costs: Costs, requests0: int | None,
+    def _phase(self, name: str, t0: float, before: dict, costs: Costs, requests0: Requests | None,
                losses0: int | None, limit: float, **kwargs: Any) -> Phase:
         done = self.wait(t0, limit, costs, kwargs.get("leavers", ()))
         self.scrape()
         result = phase(name, self.tenures, before, t0, converged=done, **kwargs)
         requests1 = self.system.requests()
+        served = requests1.since(requests0) if requests1 is not None else None
         losses1 = self.session_losses()
         leader = self.leader()
         leader_pid = self.members[leader].pid if leader else None
         workers = [v for pid, v in costs.rss_peak.items() if pid != leader_pid]
         result.extra.update({
-            "requests": (requests1 - requests0) if requests0 is not None and requests1 is not None else None,
+            "requests": served["total"] if served else None,
+            "requests_top": served["top"] if served else None,
             "session_losses": (losses1 - losses0) if losses0 is not None and losses1 is not None else None,
             "leader_rss_mib": costs.rss_peak.get(leader_pid) if leader_pid else None,
             "worker_rss_mib": max(workers) if workers else None,

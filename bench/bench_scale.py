@@ -93,7 +93,15 @@ def size_note(outcome: dict[str, Any]) -> str:
             f"pool-full warnings {o['pool_full_warnings']:,}, leaderships {o['leaderships']}, "
             f"session-lost log lines {o['session_lost_logs']}, leader watch bytes per change "
             f"{_value(o['watch_bytes_per_change'])}, unexpected exits: {exits}, "
-            f"ledger tick {o['tick_s']:g} s")
+            f"ledger tick {o['tick_s']:g} s;\n  cold start's most frequent Consul requests: "
+            f"{_kinds(o['cold'].get('requests_top'))}")
+
+
+def _kinds(top: dict[str, Any] | None) -> str:
+    """``PUT_v1_txn 1,234 (2.1 s)``: the most frequent request kinds and the agent's time on them."""
+    if not top:
+        return "n/a"
+    return ", ".join(f"{kind} {count:,} ({seconds:.1f} s)" for kind, (count, seconds) in top.items())
 
 
 def _ratio(moved: int, optimum: int) -> str:
