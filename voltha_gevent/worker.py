@@ -374,7 +374,9 @@ class Worker:
         return self.owner_locks.release(item, session_id)
 
     def _session_current(self, session_id: str) -> bool:
-        return self._session_id == session_id and self.coordinator.session.live
+        """The session still holds its locks (a graceful stop releases them before it ends)."""
+        session = self.coordinator.session
+        return session.session_id == session_id and session.live
 
     def changed(self) -> None:
         """Something changed: recompute ``settled`` soon (once for a burst of changes).

@@ -165,3 +165,21 @@ def test_stopping_a_node_with_stuck_work_keeps_that_items_lock() -> None:
             assert session_id in cluster.fake.sessions()
         finally:
             release.set()
+
+
+def test_a_graceful_stop_releases_its_locks_in_a_few_transactions_before_lock_delay_matters() -> None:
+    """Releasing explicitly lets the next owner take the lock at once; leaving it to the
+    session's destroy would make it wait out lock-delay (a graceful leave took 2.3 s, not 1)."""
+    items = [f"item{i:03d}" for i in range(100)]
+    with FakeCluster(FakeConsul(), lock_delay=3.0) as cluster:
+        cluster.add_items(*items)
+        cluster.add_node("a")
+        cluster.add_node("b")
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+        cluster.fake.reset_request_count()
+        started = time.monotonic()
+        cluster.stop("b")
+        releases = cluster.fake.request_counts.get("txn.put", 0)
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+        assert time.monotonic() - started < 3.0  # before b's lock-delay would have run out
+        assert releases <= 3, cluster.fake.request_counts  # ~50 unlocks: one transaction
