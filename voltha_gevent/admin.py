@@ -7,11 +7,12 @@ a node, holds a session or retries forever. Guarantees:
 * ``workload add`` validates every name (:func:`voltha_gevent.keys.valid_name`) and the value
   size (Consul's 512 KiB) before writing anything, then creates each item with ``cas=0``: an
   existing item is never overwritten, and the output says which ones already existed.
-* ``workload remove`` deletes only the named direct children of ``workload/``.
+* ``workload remove`` deletes only the named direct children of ``workload/``; a named item
+  that is absent makes it exit 1 (after removing the present ones).
 * ``status`` and ``assignments`` are read-only.
 
-Exit codes: 0 success; 1 Consul unreachable, refused the request, or (``assignments --item``)
-an item unknown everywhere; 2 invalid input (nothing is written then). Messages go to stderr
+Exit codes: 0 success; 1 Consul unreachable, refused the request, not a Consul agent, or an
+unknown item (``workload remove``, ``assignments --item``); 2 invalid input (nothing is written then). Messages go to stderr
 and start with ``voltha-gevent:``.
 """
 
@@ -288,14 +289,19 @@ def _add(api: ConsulAPI, keys: Keys, items: list[str], value: bytes) -> int:
 
 
 def _remove(api: ConsulAPI, keys: Keys, items: list[str]) -> int:
+    """Delete the present items; exit 1 when any named item was absent (the others are still
+    removed), so a script that removes the wrong name notices."""
     _, item_keys = api.keys(keys.workload)
     present = {n for key in item_keys if (n := child_name(keys.workload, key))}
+    absent = [item for item in items if item not in present]
     for item in items:
         if item in present:
             api.delete(keys.item(item))
             _out(f"removed {item}")
         else:
             _out(f"absent  {item} (nothing to remove)")
+    if absent:
+        return _fail(f"not in the workload: {', '.join(absent)}", EXIT_FAILURE)
     return EXIT_OK
 
 

@@ -232,9 +232,17 @@ def test_workload_add_value_size_limit(capsys, api, tmp_path):
 
 def test_workload_remove(capsys, api):
     api.put(KEYS.item("a"), b"")
-    code, out, _ = run_admin(capsys, "workload", action="remove", items=["a", "b"])
-    assert code == 0
+    api.put(KEYS.item("c"), b"")
+    code, out, err = run_admin(capsys, "workload", action="remove", items=["c"])
+    assert (code, out, err) == (0, "removed c\n", "")
+
+
+def test_workload_remove_of_a_missing_item_exits_1_after_removing_the_others(capsys, api):
+    api.put(KEYS.item("a"), b"")
+    code, out, err = run_admin(capsys, "workload", action="remove", items=["a", "b"])
+    assert code == 1
     assert out.splitlines() == ["removed a", "absent  b (nothing to remove)"]
+    assert err == "voltha-gevent: not in the workload: b\n"
     assert api.keys(KEYS.workload)[1] == []
 
 
