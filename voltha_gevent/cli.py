@@ -113,9 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
                                              "what the assignment function wants for the live members "
                                              "now, and the holder of the owner lock.")
     _client_flags(assignments)
-    assignments.add_argument("--item", help="only this item")
+    assignments.add_argument("--item", action=_Once, help="only this item (give it once)")
     assignments.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+class _Once(argparse.Action):
+    """A flag that may be given once: argparse would silently keep the last of two ``--item``,
+    so an operator asking about two items would see one. Refused (exit 2) instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} may be given only once")
+        setattr(namespace, self.dest, values)
 
 
 def _setting_flags(parser: argparse.ArgumentParser) -> None:

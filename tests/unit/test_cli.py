@@ -48,6 +48,7 @@ BAD_ARGV = [
     ["workload", "add"],
     ["workload", "add", "x", "--value", "v", "--value-file", "f"],
     ["assignments", "--item"],
+    ["assignments", "--item", "a", "--item", "b"],
     ["run", "--embedded-consul", "sometimes"],
 ]
 
