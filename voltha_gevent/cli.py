@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML file of settings (or VOLTHA_CONFIG)")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a node in the foreground")
+    _config_flag(run)
     _setting_flags(run)
     run.add_argument("--print-config", action="store_true", help="print the settings and exit")
     run.add_argument("--embedded-consul", choices=("auto", "never", "always"), default="auto",
@@ -134,10 +135,17 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, help=help_text)
 
 
+def _config_flag(parser: argparse.ArgumentParser) -> None:
+    """``--config`` on a subcommand too, so ``voltha-gevent run --config FILE`` works like
+    ``voltha-gevent --config FILE run``; SUPPRESS keeps an absent one from hiding the global one."""
+    parser.add_argument("--config", default=argparse.SUPPRESS, help="TOML file of settings (or VOLTHA_CONFIG)")
+
+
 def _client_flags(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
     """The settings an admin command needs. ``nested`` parsers (``workload add``) accept them too,
     without defaults, so a flag given before or after the action both count."""
     extra = {"default": argparse.SUPPRESS} if nested else {}
+    _config_flag(parser)
     for name in ("consul", "consul_scheme", "consul_token_file", "consul_ca_file", "prefix", "log_format"):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, help=_SETTING_FLAGS[name], **extra)
 

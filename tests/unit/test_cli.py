@@ -94,6 +94,20 @@ def test_a_config_that_breaks_the_fencing_budget_exits_2_with_one_line():
     assert "stop_timeout/lock_delay/check_ttl/session_ttl" in result.stderr and "must be <=" in result.stderr
 
 
+def test_config_is_accepted_before_and_after_the_subcommand(tmp_path):
+    path = tmp_path / "v.toml"
+    path.write_text('prefix = "from/file"\n')
+    for argv in (["--config", str(path), "run", "--print-config"], ["run", "--print-config", "--config", str(path)]):
+        result = voltha(*argv)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert json.loads(result.stdout)["prefix"] == "from/file"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("session_ttl = 5\n")  # read only if the flag reached the loader
+    for argv in (["status", "--config", str(bad)], ["workload", "list", "--config", str(bad)]):
+        result = voltha(*argv)
+        assert result.returncode == 2 and "invalid setting session_ttl" in result.stderr, argv
+
+
 # --------------------------------------------------------------------------- admin, mocked Consul
 
 
