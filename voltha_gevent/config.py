@@ -171,14 +171,20 @@ class Config:
         return host.strip("[]"), number
 
     def token(self) -> str | None:
-        """The ACL token: ``consul_token`` (environment) or the content of ``consul_token_file``."""
+        """The ACL token: ``consul_token`` (environment) or the content of ``consul_token_file``
+        (trimmed; a missing or empty file raises :class:`ConfigError` naming it)."""
         if self.consul_token:
             return self.consul_token
         if self.consul_token_file:
             try:
-                return Path(self.consul_token_file).read_text().strip() or None
+                token = Path(self.consul_token_file).read_text().strip()
             except OSError as exc:
                 raise ConfigError(str(exc), setting="consul_token_file") from exc
+            if not token:
+                # An empty file is a broken deployment (secret not mounted yet), not "no ACLs":
+                # going on without a token would surface later as a puzzling permission denied.
+                raise ConfigError(f"{self.consul_token_file} is empty", setting="consul_token_file")
+            return token
         return None
 
     def client_settings(self) -> ClientSettings:

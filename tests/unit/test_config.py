@@ -195,9 +195,15 @@ def test_token_file_is_read_trimmed_and_the_variable_wins(tmp_path):
     assert config.public_dict()["consul_token_file"] == str(token_file)
     both = Config.load(environ={"VOLTHA_CONSUL_TOKEN_FILE": str(token_file), "VOLTHA_CONSUL_TOKEN": "env"})
     assert both.token() == "env"
+
+
+def test_an_empty_token_file_is_an_error_naming_the_file(tmp_path):
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    assert Config.load(environ={"VOLTHA_CONSUL_TOKEN_FILE": str(empty)}).token() is None
+    with pytest.raises(ConfigError) as info:
+        Config.load(environ={"VOLTHA_CONSUL_TOKEN_FILE": str(empty)}).client_settings()
+    assert info.value.setting == "consul_token_file"
+    assert str(info.value) == f"invalid setting consul_token_file: {empty} is empty"
 
 
 def test_missing_token_file_names_the_setting(tmp_path):
