@@ -12,8 +12,8 @@ a node, holds a session or retries forever. Guarantees:
 * ``status`` and ``assignments`` are read-only.
 
 Exit codes: 0 success; 1 Consul unreachable, refused the request, not a Consul agent, or an
-unknown item (``workload remove``, ``assignments --item``); 2 invalid input (nothing is written then). Messages go to stderr
-and start with ``voltha-gevent:``.
+unknown item (``workload remove``, ``assignments --item``); 2 invalid input (nothing is
+written then). Messages go to stderr and start with ``voltha-gevent:``.
 """
 
 from __future__ import annotations

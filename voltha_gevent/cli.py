@@ -138,7 +138,8 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
 def _config_flag(parser: argparse.ArgumentParser) -> None:
     """``--config`` on a subcommand too, so ``voltha-gevent run --config FILE`` works like
     ``voltha-gevent --config FILE run``; SUPPRESS keeps an absent one from hiding the global one."""
-    parser.add_argument("--config", default=argparse.SUPPRESS, help="TOML file of settings (or VOLTHA_CONFIG)")
+    parser.add_argument("--config", default=argparse.SUPPRESS,
+                        help="TOML file of settings (or VOLTHA_CONFIG)")
 
 
 def _client_flags(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
