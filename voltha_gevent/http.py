@@ -10,6 +10,7 @@ mounted with :meth:`HttpEndpoint.route`.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from gevent.pywsgi import WSGIServer
 
+from .errors import VolthaError
 from .metrics import render
 
 if TYPE_CHECKING:
@@ -47,7 +49,15 @@ class HttpEndpoint:
         self.routes[path] = handler
 
     def start(self) -> None:
-        self.server.start()
+        """Bind and serve; :class:`VolthaError` with one line when the address cannot be bound
+        (port in use, address not local), so ``run`` exits 1 without a traceback."""
+        try:
+            self.server.start()
+        except OSError as exc:
+            host, port = self.server.address[:2]
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise VolthaError(f"cannot serve HTTP on {host}:{port}: {why} "
+                              "(set --rest-port/VOLTHA_REST_PORT, 0 picks a free one)") from exc
         log.info("http-listening", address=f"{self.server.server_host}:{self.port}")
 
     def stop(self) -> None:

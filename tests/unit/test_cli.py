@@ -97,7 +97,8 @@ def test_a_config_that_breaks_the_fencing_budget_exits_2_with_one_line():
 def test_config_is_accepted_before_and_after_the_subcommand(tmp_path):
     path = tmp_path / "v.toml"
     path.write_text('prefix = "from/file"\n')
-    for argv in (["--config", str(path), "run", "--print-config"], ["run", "--print-config", "--config", str(path)]):
+    for argv in (["--config", str(path), "run", "--print-config"],
+                 ["run", "--print-config", "--config", str(path)]):
         result = voltha(*argv)
         assert result.returncode == 0, (argv, result.stderr)
         assert json.loads(result.stdout)["prefix"] == "from/file"
@@ -106,6 +107,22 @@ def test_config_is_accepted_before_and_after_the_subcommand(tmp_path):
     for argv in (["status", "--config", str(bad)], ["workload", "list", "--config", str(bad)]):
         result = voltha(*argv)
         assert result.returncode == 2 and "invalid setting session_ttl" in result.stderr, argv
+
+
+def test_a_rest_port_in_use_exits_1_with_one_line():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = voltha("run", "--rest-port", str(port), "--embedded-consul", "never",
+                        "--consul", "127.0.0.1:9")
+    assert result.returncode == 1, result.stderr
+    expected = (f"voltha-gevent: cannot serve HTTP on 127.0.0.1:{port}: Address already in use "
+                "(set --rest-port/VOLTHA_REST_PORT, 0 picks a free one)\n")
+    assert result.stderr.endswith(expected), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --------------------------------------------------------------------------- admin, mocked Consul
