@@ -25,6 +25,7 @@ _EXPORTS = {
     "Leader": "leader",
     "MemberRecord": "membership",
     "Node": "node",
+    "NotConsulAgent": "errors",
     "NotLeader": "errors",
     "Ownership": "lease",
     "current_ownership": "lease",

@@ -28,7 +28,7 @@ from typing import Any
 from .assignment import desired_assignment
 from .config import Config
 from .consul_api import MAX_VALUE_BYTES, ConsulAPI, make_client
-from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, VolthaError
+from .errors import ConsulRejected, ConsulUnavailable, NotConsulAgent, PermissionDenied, VolthaError
 from .keys import Keys, child_name, held_owners, split_assignment, valid_name
 from .membership import MemberRecord, parse_members
 
@@ -58,9 +58,12 @@ def dispatch(config: Config, args: argparse.Namespace) -> int:
         return _fail(f"unknown command {args.command!r}", EXIT_USAGE)
     try:
         api = ConsulAPI(make_client(config.client_settings(), timeout=ADMIN_TIMEOUT))
+        api.check_agent(config.consul)  # before any write: another HTTP server would take them
         return command(api, Keys(config.prefix), args)
     except InputError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except NotConsulAgent as exc:
+        return _fail(f"{exc}; check --consul, VOLTHA_CONSUL or CONSUL_HTTP_ADDR", EXIT_FAILURE)
     except ConsulUnavailable as exc:
         return _fail(f"cannot reach Consul at {config.consul} ({_short(exc)}); check --consul, "
                      "VOLTHA_CONSUL or CONSUL_HTTP_ADDR and that the agent is up", EXIT_FAILURE)

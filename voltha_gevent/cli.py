@@ -212,6 +212,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
     try:
         endpoint.start()
+        _check_consul(config)
         node.coordinator.record = _with_port(node.coordinator.record, endpoint.port)
         node.start()
         if dispatcher is not None:
@@ -276,6 +277,19 @@ def _maybe_embedded_consul(config: Config, mode: str) -> Any:
         ) from exc
     log.info("embedded-consul-ready", address=agent.http_addr, pid=agent.pid)
     return agent
+
+
+def _check_consul(config: Config) -> None:
+    """Stop with :class:`NotConsulAgent` (exit 1) when the configured address answers HTTP but
+    is not Consul; an unreachable Consul is left to the node, which retries until it is up."""
+    from .consul_api import ConsulAPI, make_client
+    from .errors import ConsulUnavailable
+
+    api = ConsulAPI(make_client(config.client_settings(), timeout=5.0))
+    try:
+        api.check_agent(config.consul)
+    except ConsulUnavailable:
+        return
 
 
 def _answers(host: str, port: int) -> bool:

@@ -43,6 +43,7 @@ from .errors import (
     ConsulRejected,
     ConsulTLSError,
     ConsulUnavailable,
+    NotConsulAgent,
     PermissionDenied,
     SessionInvalid,
     Stopped,
@@ -360,6 +361,28 @@ class ConsulAPI:
         if self.on_denied is not None:
             self.on_denied(error)
         return error
+
+    def check_agent(self, address: str) -> None:
+        """Raise :class:`NotConsulAgent` unless a Consul agent answers at ``address``.
+
+        ``/v1/status/leader`` answers a JSON string on every Consul agent (empty without a
+        Raft leader) and needs no ACL right; any other HTTP server answers 404, HTML or other
+        JSON there. Without this check such a server takes ``PUT``s with 2xx answers and
+        ``workload add`` would say ``added`` while nothing was stored. An unreachable address
+        still raises :class:`ConsulUnavailable` (a transient state, not a wrong one).
+        """
+        try:
+            leader = self.client.status.leader()
+        except (ValueError, TypeError) as exc:
+            raise NotConsulAgent(f"/v1/status/leader is not JSON ({type(exc).__name__})",
+                                 address=address) from exc
+        except (ConsulException, NetworkError, KeyError) as exc:
+            error = translate(exc)
+            if isinstance(error, ConsulRejected):  # a 4xx other than 404 on a no-ACL endpoint
+                raise NotConsulAgent(str(exc)[:80], address=address) from exc
+            raise error from exc
+        if not isinstance(leader, str):
+            raise NotConsulAgent("/v1/status/leader does not answer a JSON string", address=address)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -42,6 +42,13 @@ class ConsulTLSError(ConsulUnavailable):
     template = "consul TLS handshake failed (check consul_scheme, consul_ca_file, consul_cert_file): {detail}"
 
 
+class NotConsulAgent(VolthaError):
+    """Something answers HTTP at the configured address, but it is not a Consul agent: writing
+    to it would "succeed" and store nothing, so commands stop before writing anything."""
+
+    template = "not a Consul agent at {address}: {detail}"
+
+
 class ConsulRejected(VolthaError):
     """Consul refused the request for good (bad request, too large...); retrying will not help."""
 

@@ -125,6 +125,46 @@ def test_a_rest_port_in_use_exits_1_with_one_line():
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture
+def not_consul(tmp_path) -> Iterator[str]:
+    """A plain HTTP server (python -m http.server) that is not Consul; its access log is
+    tmp_path/access.log."""
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_file = open(tmp_path / "access.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(tmp_path)], stdout=log_file, stderr=log_file)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+        log_file.close()
+
+
+def test_an_http_server_that_is_not_consul_is_detected_before_anything_is_written(not_consul, tmp_path):
+    for argv in (["workload", "add", "x1"], ["workload", "remove", "x1"], ["status"],
+                 ["run", "--rest-port", "0", "--embedded-consul", "never"]):
+        result = voltha(*argv, "--consul", not_consul)
+        assert result.returncode == 1, (argv, result.stderr)
+        assert f"voltha-gevent: not a Consul agent at {not_consul}: " in result.stderr, (argv, result.stderr)
+        assert "added" not in result.stdout and "Traceback" not in result.stderr
+    requests_seen = (tmp_path / "access.log").read_text()
+    assert '"GET /v1/status/leader' in requests_seen
+    assert "PUT" not in requests_seen and "DELETE" not in requests_seen and "/v1/kv" not in requests_seen
+
+
 # --------------------------------------------------------------------------- admin, mocked Consul
 
 
