@@ -23,9 +23,13 @@ SIZES = dict(queue_size=100, workers=8, forward_timeout=2.0)
 class StubOwners:
     """An owners view answering from a script: ``answers`` is consumed one read at a time."""
 
-    def __init__(self, *answers: str | None) -> None:
+    def __init__(self, *answers: str | None, workload: set[str] | None = None) -> None:
         self.answers = list(answers)
         self.reads = 0
+        self.workload = workload  # None: every item is in the workload
+
+    def in_workload(self, item: str) -> bool:
+        return self.workload is None or item in self.workload
 
     def _next(self) -> str | None:
         self.reads += 1

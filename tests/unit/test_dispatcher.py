@@ -29,6 +29,7 @@ from voltha_gevent.northbound import (
     NotOwner,
     OwnerUnavailable,
     RequestDispatcher,
+    UnknownItem,
 )
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
@@ -350,6 +351,22 @@ def test_dispatch_route_requires_the_shared_token_when_configured():
     finally:
         dispatcher.stop()
     assert statuses == [403, 403, 200]
+
+
+def test_an_item_not_in_the_workload_answers_404_at_once():
+    owners = StubOwners(None, workload={"x"})
+    dispatcher = stub_dispatcher(owners, lambda m, e, t: pytest.fail("nobody to forward to"), owner_wait=5.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UnknownItem, match="unknown item nope: not in the workload"):
+            dispatcher.submit("nope", timeout=10)
+        status, _, body = dispatcher.client_route(environ({"item": "nope"}))
+    finally:
+        dispatcher.stop()
+    assert time.monotonic() - started < 1.0
+    assert status == 404
+    assert json.loads(body) == {"error": "unknown item nope: not in the workload", "reason": "unknown-item",
+                                "maybe_served": False}
 
 
 def test_client_route_submits_and_maps_errors_to_statuses():

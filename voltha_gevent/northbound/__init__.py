@@ -20,6 +20,7 @@ from .errors import (
     NotOwner,
     OwnerUnavailable,
     RequestInterrupted,
+    UnknownItem,
 )
 from .forwarding import HttpForwarder
 from .local import QUIESCE_KILL_WAIT
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidRequest",
     "NotOwner",
     "OwnerUnavailable",
+    "UnknownItem",
     "PendingRequest",
     "RequestDispatcher",
     "RequestInterrupted",

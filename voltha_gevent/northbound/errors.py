@@ -34,6 +34,13 @@ class OwnerUnavailable(DispatchError):
     template = "no owner for item {item}: {detail}"
 
 
+class UnknownItem(DispatchError):
+    """The item is not in the workload: no member will ever own it, so waiting ``owner_wait``
+    for an owner would only delay the answer. Nothing ran."""
+
+    template = "unknown item {item}: {detail}"
+
+
 class NotOwner(DispatchError):
     """A forwarded request reached a node that does not serve the item (any more): not run."""
 
@@ -86,4 +93,5 @@ __all__ = [
     "NotOwner",
     "OwnerUnavailable",
     "RequestInterrupted",
+    "UnknownItem",
 ]

@@ -34,6 +34,9 @@ class OwnersLookup(Protocol):
     def wait_change(self, timeout: float) -> bool:
         """Block until the view changes next (or ``timeout``)."""
 
+    def in_workload(self, item: str) -> bool:
+        """False only when Consul says ``workload/<item>`` does not exist."""
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -75,6 +78,16 @@ class OwnersView:
     def wait_change(self, timeout: float) -> bool:
         """Block until the view changes next (or ``timeout``)."""
         return self._changed.wait(max(0.0, timeout))
+
+    def in_workload(self, item: str) -> bool:
+        """False only when Consul says ``workload/<item>`` does not exist; True when it exists
+        or cannot be read (then the router waits for an owner as before)."""
+        try:
+            _, entry = self.api.get(self.keys.item(item))
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            log.warning("workload-read-failed", item=item, error=str(exc))
+            return True
+        return entry is not None
 
     def _on_change(self, entries: list[KVEntry]) -> None:
         # a lock whose holder value is unreadable names no member to forward to

@@ -16,7 +16,8 @@ status      reason               meaning
 500         ``interrupted``      the handler was killed by the item's revocation (partly run)
 ==========  ===================  ==============================================================
 
-``/request`` (a client; submitted and waited for) adds: 503 ``busy``, ``no-owner``,
+``/request`` (a client; submitted and waited for) adds: 404 ``unknown-item`` (not in the
+workload, answered at once); 503 ``busy``, ``no-owner``,
 ``stopped`` (not run); 502 ``connect-failed`` / ``not-owner`` (not run, retried once
 already), ``connection-lost`` / ``peer-error`` / ``handler-failed`` (may have run); 504
 ``timeout`` (forward unanswered: may have run) and ``cancelled`` (never ran).
@@ -38,6 +39,7 @@ from .errors import (
     NotOwner,
     OwnerUnavailable,
     RequestInterrupted,
+    UnknownItem,
 )
 from .wire import (
     FORWARDED_HEADER,
@@ -117,6 +119,8 @@ def error_answer(exc: Exception) -> Answer:
         return _not_run(400, REASON_INVALID, str(exc))
     if isinstance(exc, DispatcherBusy):
         return _not_run(503, REASON_BUSY, str(exc))
+    if isinstance(exc, UnknownItem):
+        return _not_run(404, "unknown-item", str(exc))
     if isinstance(exc, OwnerUnavailable):
         return _not_run(503, "no-owner", str(exc))
     if isinstance(exc, Stopped):  # in flight when the dispatcher stopped, it says it may have run

@@ -13,7 +13,8 @@ Guarantees (at most once):
   the handler starts or a forward is sent; a proven non-delivery makes it cancellable again.
 * **Handover and unassigned items** wait (on the owners view, re-reading Consul every
   :data:`OWNER_RECHECK` s) up to ``owner_wait`` for an owner, then fail with
-  :class:`OwnerUnavailable`.
+  :class:`OwnerUnavailable`. An item nobody holds is first looked up in the workload (one
+  read per request): one that is not there fails at once with :class:`UnknownItem`.
 * **Broadcast** runs the handler on every live member in parallel and returns
   ``{"results": {member: result}, "errors": {member: message}}``; it never raises for one
   member's failure.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import structlog
 
-from .errors import ForwardFailed, NotOwner, OwnerUnavailable
+from .errors import ForwardFailed, NotOwner, OwnerUnavailable, UnknownItem
 from .local import LOCAL_RECHECK, LocalServing
 from .owners import OwnersLookup
 from .pending import PendingRequest
@@ -67,7 +68,7 @@ class Router:
         """Serve ``item``'s request here or at its owner; at most once (module docstring)."""
         deadline = time.monotonic() + self.owner_wait
         excluded: str | None = None  # proven not to have served it: skipped while it looks the owner
-        retried, fresh = False, False
+        retried, fresh, looked_up = False, False, False
         while True:
             request.raise_if_cancelled()
             if self.local.serves(item):
@@ -83,6 +84,10 @@ class Router:
                 excluded = None  # ownership moved since: any owner may be tried again
             member = self._member(owner) if owner not in (None, excluded, self.instance_id) else None
             if member is None:
+                if owner is None and not looked_up:
+                    looked_up = True
+                    if not self.owners.in_workload(item):
+                        raise UnknownItem("not in the workload", item=item)
                 self._wait_for_owner(item, owner, deadline)
                 fresh = owner != self.instance_id  # our own lock: the view shows its release
                 continue
