@@ -107,7 +107,7 @@ class _NoDelayWSGIServer(WSGIServer):
 
 _REASONS = {
     200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-    500: "Internal Server Error",
+    413: "Payload Too Large", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 

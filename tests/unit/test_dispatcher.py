@@ -369,6 +369,32 @@ def test_an_item_not_in_the_workload_answers_404_at_once():
                                 "maybe_served": False}
 
 
+def test_deeply_nested_json_is_a_400_and_a_body_over_1_mib_a_413():
+    import io
+
+    from voltha_gevent.northbound.wire import MAX_BODY_BYTES
+
+    dispatcher = stub_dispatcher(StubOwners("a"), lambda m, e, t: pytest.fail("not forwarded"))
+    nested = b'{"item": null, "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    just_parseable = b'{"item": null, "payload": ' + b"[" * 900 + b"]" * 900 + b"}"
+    big = b'{"item": null, "payload": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    try:
+        deep = dispatcher.client_route({"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(nested)),
+                                        "wsgi.input": io.BytesIO(nested)})
+        under_the_parser_limit = dispatcher.client_route({
+            "REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(just_parseable)),
+            "wsgi.input": io.BytesIO(just_parseable)})
+        large = dispatcher.client_route({"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(big)),
+                                         "wsgi.input": io.BytesIO(big)})
+    finally:
+        dispatcher.stop()
+    assert deep[0] == 400 and json.loads(deep[2])["reason"] == "invalid-request"
+    assert under_the_parser_limit[0] == 400
+    assert large[0] == 413 and json.loads(large[2]) == {
+        "error": f"body of {len(big)} bytes is larger than {MAX_BODY_BYTES}", "reason": "too-large",
+        "maybe_served": False}
+
+
 def test_client_route_submits_and_maps_errors_to_statuses():
     dispatcher = stub_dispatcher(StubOwners(None), lambda m, e, t: None, owner_wait=0.1)
     try:

@@ -12,6 +12,7 @@ status      reason               meaning
 409         ``not-owner``        not run: this node does not serve the item (any more)
 503         ``busy``             not run: too many forwarded requests in progress
 403 / 400   ``denied`` / ...     not run: access check failed / malformed request
+413         ``too-large``        not run: body over ``MAX_BODY_BYTES`` (1 MiB), not read
 500         ``handler-failed``   the handler ran and raised
 500         ``interrupted``      the handler was killed by the item's revocation (partly run)
 ==========  ===================  ==============================================================
@@ -51,6 +52,7 @@ from .wire import (
     REASON_INTERRUPTED,
     REASON_INVALID,
     Answer,
+    BodyTooLarge,
     answer,
     header,
     read_json,
@@ -61,6 +63,9 @@ if TYPE_CHECKING:
     from .stats import DispatcherStats
 
 log = structlog.get_logger(__name__)
+
+#: ``reason`` of a 413 answer (body over :data:`~.wire.MAX_BODY_BYTES`, not read).
+REASON_TOO_LARGE = "too-large"
 
 ServeForwarded = Callable[[dict[str, Any], str], Any]
 Submit = Callable[[Any, Any, float], Any]
@@ -78,7 +83,10 @@ def dispatch_route(environ: dict[str, Any], access: PeerAccess, serve: ServeForw
     sender = header(environ, FORWARDED_HEADER)
     if not sender:
         return _not_run(400, REASON_INVALID, f"{FORWARDED_HEADER} missing: clients use the request route")
-    envelope = read_json(environ)
+    try:
+        envelope = read_json(environ)
+    except BodyTooLarge as exc:
+        return _not_run(413, REASON_TOO_LARGE, str(exc))
     if not isinstance(envelope, dict):
         return _not_run(400, REASON_INVALID, "body is not a JSON object")
     try:
@@ -103,7 +111,10 @@ def client_route(environ: dict[str, Any], submit: Submit, limit: float) -> Answe
     """``POST /request`` ``{"item": name | null | "*", "payload": ...}``: submit and wait."""
     if environ.get("REQUEST_METHOD") != "POST":
         return _not_run(400, REASON_INVALID, "POST only")
-    body = read_json(environ)
+    try:
+        body = read_json(environ)
+    except BodyTooLarge as exc:
+        return _not_run(413, REASON_TOO_LARGE, str(exc))
     if not isinstance(body, dict):
         return _not_run(400, REASON_INVALID, "body is not a JSON object")
     try:

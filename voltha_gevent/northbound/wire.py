@@ -30,6 +30,21 @@ REASON_INVALID = "invalid-request"
 REASON_HANDLER_FAILED = "handler-failed"
 REASON_INTERRUPTED = "interrupted"
 
+#: Largest request body read (1 MiB): a bigger one is answered 413 unread, so a client cannot
+#: make a node buffer (and echo) tens of megabytes.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+#: Deepest nesting of arrays/objects accepted in a body: deeper ones are a 400. The parser's
+#: own limit is the recursion limit, and a body just under it would make the answer's encoder
+#: (deeper in the stack) fail with a 500 instead.
+MAX_JSON_DEPTH = 100
+
+
+class BodyTooLarge(Exception):
+    """The request's Content-Length exceeds :data:`MAX_BODY_BYTES`; nothing was read."""
+
+
 Answer = tuple[int, str, bytes]
 """``(status, content type, body)``, what :class:`~voltha_gevent.http.HttpEndpoint` routes return."""
 
@@ -40,12 +55,37 @@ def answer(status: int, **body: Any) -> Answer:
 
 
 def read_json(environ: dict[str, Any]) -> Any:
-    """The request body as JSON; None when absent or malformed."""
+    """The request body as JSON; None when absent or malformed (nested too deeply for the
+    parser included: that is the client's fault, a 400, not a server error).
+
+    Raises :class:`BodyTooLarge` when the body is longer than :data:`MAX_BODY_BYTES`.
+    """
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        return json.loads(environ["wsgi.input"].read(length) or b"null")
-    except (ValueError, KeyError):
+    except ValueError:
         return None
+    if length > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"body of {length} bytes is larger than {MAX_BODY_BYTES}")
+    try:
+        data = json.loads(environ["wsgi.input"].read(length) or b"null")
+    except (ValueError, KeyError, RecursionError):
+        return None
+    return data if _depth(data) <= MAX_JSON_DEPTH else None
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion (a scalar is 0)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            return level
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def header(environ: dict[str, Any], name: str) -> str:
