@@ -68,8 +68,9 @@ class Election:
         self.lock.start()
 
     def stop(self, *, release: bool = False) -> None:
-        """Halt the leader first, then stop campaigning (releasing the key if asked)."""
-        self.halt_leader()
+        """Halt the leader first, then stop campaigning (releasing the key if asked: a graceful
+        shutdown, so leadership ends on purpose and is logged at info)."""
+        self.halt_leader(reason="shutdown" if release else "session-lost")
         self.lock.stop(release=release)
         self.leader_id = None
         self._notify()
@@ -84,12 +85,15 @@ class Election:
             self.leader.start()
         self._notify()
 
-    def halt_leader(self) -> None:
-        """Stop acting as leader at once; idempotent."""
+    def halt_leader(self, reason: str = "lock-lost") -> None:
+        """Stop acting as leader at once; idempotent. ``reason``: ``lock-lost`` (the key was
+        taken or deleted), ``session-lost`` or ``shutdown``; only a shutdown is expected, the
+        others are warnings an operator should see."""
         leader, self.leader = self.leader, None
         if self.is_leader:
             self.is_leader = False
-            log.warning("lost-leadership", instance_id=self.instance_id, epoch=self.epoch)
+            emit = log.info if reason == "shutdown" else log.warning
+            emit("lost-leadership", instance_id=self.instance_id, epoch=self.epoch, reason=reason)
         if leader is not None:
             leader.stop()
         self._notify()

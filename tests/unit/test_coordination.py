@@ -67,6 +67,17 @@ def test_graceful_stop_and_join_move_items_without_two_owners(cluster):
     assert cluster.ledger.violations == []
 
 
+def test_a_graceful_stop_logs_lost_leadership_at_info_with_reason_shutdown(cluster):
+    import structlog
+
+    cluster.add_node("a")
+    assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+    with structlog.testing.capture_logs() as logs:
+        cluster.stop("a")
+    lost = [e for e in logs if e["event"] == "lost-leadership"]
+    assert [(e["log_level"], e["reason"]) for e in lost] == [("info", "shutdown")]
+
+
 def test_session_loss_fences_work_at_once_then_rejoins(cluster):
     for name in ("a", "b"):
         cluster.add_node(name)
