@@ -121,6 +121,8 @@ class MembershipKeeper:
     ) -> None:
         self.record = record
         self.joined_at: float | None = None
+        #: The other session holding our record (a duplicate instance id), while we wait.
+        self.held_by: str | None = None
         self._ever_held = False
         self.lock = SessionLock(
             api,
@@ -149,6 +151,7 @@ class MembershipKeeper:
 
     def _on_acquired(self, entry: KVEntry) -> None:
         self.joined_at = time.time()
+        self.held_by = None
         event = "remaking-membership-record" if self._ever_held else "joined-cluster"
         self._ever_held = True
         log.info(event, instance_id=self.record.instance_id)
@@ -157,6 +160,7 @@ class MembershipKeeper:
         log.warning("membership-record-lost", instance_id=self.record.instance_id)
 
     def _on_holder(self, entry: KVEntry | None) -> None:
+        self.held_by = entry.session if entry is not None else None
         if entry is not None:
             log.error(
                 "duplicate-instance-id",

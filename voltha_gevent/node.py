@@ -137,6 +137,11 @@ class Node:
             because = f": {session.last_loss_reason}" if session.last_loss_reason else ""
             return f"session {session.state.value}{because}"
         if not self.coordinator.healthy:
+            membership = self.coordinator.membership
+            holder = membership.held_by if membership is not None else None
+            if holder:
+                return (f"instance id {self.instance_id} is in use by another process (session "
+                        f"{holder}); waiting for it to go")
             return "membership record not held"
         return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gevent
 import pytest
 
@@ -76,6 +78,26 @@ def test_a_graceful_stop_logs_lost_leadership_at_info_with_reason_shutdown(clust
         cluster.stop("a")
     lost = [e for e in logs if e["event"] == "lost-leadership"]
     assert [(e["log_level"], e["reason"]) for e in lost] == [("info", "shutdown")]
+
+
+def test_a_duplicate_instance_id_answers_health_503_naming_the_other_process(cluster):
+    from voltha_gevent.http import HttpEndpoint
+    from voltha_gevent.node import Node
+    from voltha_gevent.testing.nodes import RecordingHandler
+
+    first = cluster.add_node("a")
+    assert cluster.wait_until(lambda: first.healthy)
+    second = Node(cluster.settings_config("a"), handler=RecordingHandler(cluster.ledger, "a"),
+                  client_factory=cluster.client_factory("a-twin"))
+    second.start()
+    try:
+        holder = first.coordinator.session.session_id
+        expected = f"instance id a is in use by another process (session {holder}); waiting for it to go"
+        assert cluster.wait_until(lambda: second.unhealthy_reason() == expected), second.unhealthy_reason()
+        status, _, body = HttpEndpoint(second, "127.0.0.1", 0)._health({})
+        assert status == 503 and json.loads(body)["reason"] == expected
+    finally:
+        second.stop()
 
 
 def test_session_loss_fences_work_at_once_then_rejoins(cluster):
