@@ -82,8 +82,9 @@ def _fail(message: str, code: int) -> int:
 def _short(exc: ConsulUnavailable) -> str:
     """The gist of a requests error (they embed a whole repr of the connection pool)."""
     text = exc.detail
-    for marker, gist in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                         ("Name or service not known", "unknown host"),
+    for marker, gist in (("ConnectionRefused", "connection refused"), ("Timeout", "timed out"),
+                         ("UnknownHost", "unknown host"), ("Connection refused", "connection refused"),
+                         ("timed out", "timed out"), ("Name or service not known", "unknown host"),
                          ("Temporary failure in name resolution", "unknown host")):
         if marker in text:
             return gist

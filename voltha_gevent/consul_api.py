@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -299,10 +300,45 @@ def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
     if isinstance(exc, requests.exceptions.SSLError):
         return ConsulTLSError(text)
     if isinstance(exc, NetworkError):
-        return ConsulUnavailable(f"{type(exc).__name__}: {text}")
+        return ConsulUnavailable(network_gist(exc))
     if isinstance(exc, (ValueError, KeyError, TypeError)):
         return ConsulUnavailable(f"garbled answer: {type(exc).__name__}: {text}")
     return exc
+
+
+#: Markers of a requests/urllib3 error text and the short name logged for them.
+_NETWORK_GISTS = (
+    ("Connection refused", "ConnectionRefused"),
+    ("Name or service not known", "UnknownHost"),
+    ("Temporary failure in name resolution", "UnknownHost"),
+    ("Failed to resolve", "UnknownHost"),
+    ("Network is unreachable", "NetworkUnreachable"),
+    ("No route to host", "NoRouteToHost"),
+    ("Connection reset", "ConnectionReset"),
+    ("RemoteDisconnected", "ConnectionClosed"),
+    ("Connection aborted", "ConnectionClosed"),
+    ("timed out", "Timeout"),
+)
+_POOL_ADDRESS = re.compile(r"host='([^']+)', port=(\d+)")
+
+
+def network_gist(exc: Exception) -> str:
+    """A network error in a few words, e.g. ``ConnectionRefused 127.0.0.1:8500``.
+
+    requests wraps urllib3's errors, whose text repeats the pool's and the connection's repr
+    (300 characters per log line, the same on every retry); the chained exception keeps the
+    full text for a traceback.
+    """
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.Timeout):
+        kind = type(exc).__name__
+    else:
+        kind = next((gist for marker, gist in _NETWORK_GISTS if marker in text), "")
+    found = _POOL_ADDRESS.search(text)
+    where = f"{found.group(1)}:{found.group(2)}" if found else ""
+    if not kind:
+        return f"{type(exc).__name__}: {text[:160]}" if not where else f"{type(exc).__name__} {where}"
+    return f"{kind} {where}".strip()
 
 
 def _txn_failure(text: str) -> TransactionFailed | PermissionDenied:

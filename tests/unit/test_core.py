@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import gevent
 import pytest
@@ -65,6 +66,26 @@ def test_translate_maps_client_errors_to_project_errors():
     failed = translate(ClientError("409 " + body))
     assert isinstance(failed, TransactionFailed)
     assert failed.errors == [(0, "failed session check")]
+
+
+def test_network_errors_are_logged_in_a_few_words_not_urllib3_reprs():
+    import socket
+
+    import structlog
+
+    from voltha_gevent.consul_api import ClientSettings, Retrying, make_client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    api = ConsulAPI(make_client(ClientSettings(host="127.0.0.1", port=port), timeout=2.0))
+    retrying = Retrying(schedule=(0.01,))
+    with structlog.testing.capture_logs() as logs, pytest.raises(ConsulUnavailable) as info:
+        retrying.call(lambda: api.get("k"), what="read", deadline=time.monotonic() + 0.05)
+    gist = f"ConnectionRefused 127.0.0.1:{port}"
+    assert str(info.value) == f"consul unavailable: {gist}"
+    assert [e["error"] for e in logs if e["event"] == "consul-not-up"] == [f"consul unavailable: {gist}"]
+    assert retrying.stats.last_error == f"consul unavailable: {gist}"
 
 
 def test_chunked_leads_every_batch_with_the_guards():
