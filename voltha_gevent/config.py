@@ -16,7 +16,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,13 @@ def _default_scheme() -> str:
 
 @dataclass
 class Config:
-    """Every setting of a node. Field names map to ``VOLTHA_<NAME>`` and ``--<name>``."""
+    """Every setting of a node. Field names map to ``VOLTHA_<NAME>`` and ``--<name>``.
+
+    ``Config(session_ttl=15, ...)`` converts and validates like :meth:`load` (raw strings are
+    read as the field's type; a bad value raises :class:`ConfigError` here, not later as a
+    crashed greenlet). :meth:`load` and :meth:`merged` build unchecked intermediate copies
+    (``_checked=False``) because only the final combination has to be valid.
+    """
 
     instance_id: str = field(default_factory=_default_instance_id)
     consul: str = field(default_factory=_default_consul)
@@ -81,6 +87,13 @@ class Config:
     seed_workload: int = 0
     log_format: str = "auto"
     log_level: str = "info"
+    _checked: InitVar[bool] = True
+
+    def __post_init__(self, _checked: bool) -> None:
+        for spec in fields(self):
+            setattr(self, spec.name, _convert(spec.name, spec.type, getattr(self, spec.name)))
+        if _checked:
+            self.validate()
 
     # -- building ----------------------------------------------------------------------
 
@@ -93,7 +106,7 @@ class Config:
     ) -> Config:
         """Defaults < file < environment < flags, then validated."""
         environ = os.environ if environ is None else environ
-        config = cls()
+        config = cls(_checked=False)
         path = config_file or environ.get(ENV_PREFIX + "CONFIG")
         if path:
             config = config.merged(read_config_file(path), source=f"file {path}")
@@ -103,7 +116,8 @@ class Config:
         return config
 
     def merged(self, values: Mapping[str, Any], *, source: str) -> Config:
-        """A copy with ``values`` (raw strings or typed) converted and applied."""
+        """A copy with ``values`` (raw strings or typed) converted and applied; not validated
+        (call :meth:`validate` once every source is merged)."""
         known = {f.name: f for f in fields(self)}
         changes: dict[str, Any] = {}
         for name, raw in values.items():
@@ -111,7 +125,7 @@ class Config:
             if name not in known:
                 raise ConfigError(f"unknown setting (from {source})", setting=name)
             changes[name] = _convert(name, known[name].type, raw)
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes, _checked=False)
 
     # -- validation --------------------------------------------------------------------
 

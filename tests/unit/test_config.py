@@ -276,3 +276,21 @@ def test_the_budget_without_a_check_is_the_session_ttl():
 def test_fractional_durations_are_kept():
     config = Config.load(flags={"check_ttl": "2.5", "lock_delay": "0.5", "stop_timeout": "0.5"}, environ={})
     assert (config.check_ttl, config.lock_delay) == (2.5, 0.5)
+
+
+def test_the_constructor_validates_like_load_and_converts_raw_values():
+    with pytest.raises(ConfigError) as info:
+        Config(session_ttl=5)
+    assert info.value.setting == "session_ttl"
+    with pytest.raises(ConfigError) as info:
+        Config(stop_timeout=30)  # breaks the fencing budget
+    assert "stop_timeout" in info.value.setting
+    raw = Config(session_ttl="15", consul_verify="false", capacity="2")  # type: ignore[arg-type]
+    assert (raw.session_ttl, raw.consul_verify, raw.capacity) == (15, False, 2.0)
+
+
+def test_load_validates_only_the_final_combination(tmp_path):
+    # the file alone breaks the budget (2 + 8 + 0.5 > 3 + 4); the environment repairs it
+    file = _toml(tmp_path, "stop_timeout = 8\n")
+    config = Config.load(environ={"VOLTHA_LOCK_DELAY": "8"}, config_file=file)
+    assert (config.stop_timeout, config.lock_delay) == (8.0, 8.0)
