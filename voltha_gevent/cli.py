@@ -310,11 +310,11 @@ class DemoHandler:
         self.report_file = report_file
 
     def on_assigned(self, item: str, value: bytes | None) -> None:
-        log.info("work-started", item=item)
+        log.debug("work-started", item=item)
         self._report("start", item)
 
     def on_revoked(self, item: str) -> None:
-        log.info("work-stopped", item=item)
+        log.debug("work-stopped", item=item)
         self._report("stop", item)
 
     def serve(self, item: str | None, payload: Any) -> dict[str, Any]:

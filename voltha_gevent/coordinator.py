@@ -41,8 +41,8 @@ log = structlog.get_logger(__name__)
 
 #: Timeout of session create and destroy calls.
 SESSION_CALL_TIMEOUT = 5.0
-#: Floor of the liveness calls' timeout (check pass, renew), which is one heartbeat: a hung
-#: call must not hold the next signal back.
+#: Floor of the liveness calls' timeout (check pass, renew), which is the lease: an answer
+#: later than that could not have kept the lease anyway.
 LIVENESS_CALL_TIMEOUT_MIN = 0.5
 
 
@@ -81,7 +81,7 @@ class Coordinator:
         self.watch_api = ConsulAPI(factory(consul_api.long_poll_timeout(config.watch_wait)), on_denied=denied)
         self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
         budget = config.budget()
-        liveness_timeout = max(LIVENESS_CALL_TIMEOUT_MIN, budget.heartbeat)
+        liveness_timeout = max(LIVENESS_CALL_TIMEOUT_MIN, budget.lease)
         self.session = SessionKeeper(
             self.session_api,
             self.retry,

@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 #: Transactions in flight at once while orchestrating.
 TXN_CONCURRENCY = 4
+#: Write phases of more transactions than this pause the assignments watch.
+PAUSE_WATCH_BATCHES = 8
 #: How long the first read of owners/ may take before handovers are decided without it.
 ONE_OWNERS_READ = 10.0
 #: How long a difference between ``assignments/`` and this leader's view that touches only
@@ -125,13 +127,14 @@ class Leader:
         self.owners_watch = Watch(watch_api, self.keys.owners, self._on_owners, kind=WatchKind.TREE,
                                   wait=wait, name="leader-owners")
         self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
+        self.assignments_watch = Watch(watch_api, self.keys.assignments, self._on_assignments,
+                                       kind=WatchKind.KEYS, wait=wait, name="leader-assignments")
         self.watches = [
             Watch(watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE, wait=wait,
                   name="leader-members"),
             Watch(watch_api, self.keys.workload, self._on_workload, kind=WatchKind.KEYS, wait=wait,
                   separator="/", name="leader-workload"),
-            Watch(watch_api, self.keys.assignments, self._on_assignments, kind=WatchKind.KEYS, wait=wait,
-                  name="leader-assignments"),
+            self.assignments_watch,
         ]
         self._published: set[tuple[str, str]] | None = None
         self._writing = 0
@@ -398,12 +401,20 @@ class Leader:
                    if parsed is not None}
         self._own_writes |= written
         pool = gevent.pool.Pool(TXN_CONCURRENCY)
+        # A big write phase would have the assignments watch download and parse the whole,
+        # growing folder after every batch - only to be ignored as our own writes. It reads
+        # the folder once, afresh, when the phase is over.
+        pause = len(batches) > PAUSE_WATCH_BATCHES and self.assignments_watch.running
+        if pause:
+            self.assignments_watch.stop()
         self._writing += 1
         try:
             jobs = [pool.spawn(self._commit, batch) for batch in batches]
             gevent.joinall(jobs, raise_error=True)
         finally:
             self._writing -= 1
+            if pause and not self._stop.is_set():
+                self.assignments_watch.start()
             self._own_writes_at = time.monotonic()  # the grace counts from the end of the phase
 
     def _commit(self, batch: list[TxnOp]) -> None:

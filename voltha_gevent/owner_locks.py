@@ -3,9 +3,9 @@
 Every item's work waits on its own ``acquire(item)`` or ``release(item)`` call, exactly as
 if it made one HTTP call of its own; underneath, one batcher greenlet gathers the calls
 made in the same moment into transactions of up to 64 operations and keeps at most
-:data:`TXN_CONCURRENCY` of them in flight. Taking an item's lock costs three operations -
-``lock owners/<item>``, ``get owners/<item>`` (its ``ModifyIndex`` is the fencing token) and
-``get workload/<item>`` (the value) - so 21 items share one round trip; releasing costs one
+:data:`TXN_CONCURRENCY` of them in flight. Taking an item's lock costs two operations -
+``lock owners/<item>`` (its result carries the ``ModifyIndex``, the fencing token) and
+``get workload/<item>`` (the value) - so 32 items share one round trip; releasing costs one
 ``unlock``.
 
 A transaction is all or nothing, so one item's refusal must not fail the rest: Consul's
@@ -36,10 +36,12 @@ from .keys import Keys
 
 log = structlog.get_logger(__name__)
 
-#: Owner-lock transactions in flight at once per worker (Consul caps connections per client).
-TXN_CONCURRENCY = 4
-#: Operations one item's acquire takes (lock, get lock, get value) and its release (unlock).
-ACQUIRE_OPS, RELEASE_OPS = 3, 1
+#: Owner-lock transactions in flight at once per worker: Consul applies transactions one
+#: after the other anyway, and more in flight only queue inside the agent, in front of the
+#: liveness signals of every node on that agent.
+TXN_CONCURRENCY = 2
+#: Operations one item's acquire takes (lock, get value) and its release (unlock).
+ACQUIRE_OPS, RELEASE_OPS = 2, 1
 
 Taken = tuple[KVEntry, KVEntry | None]
 """The owner-lock entry as taken (its ModifyIndex is the token) and the workload entry."""
@@ -145,7 +147,7 @@ class OwnerLocks:
             if call.verb == "release":
                 new = [TxnOp.unlock(key, self.instance_id, call.session_id)]
             else:
-                new = [TxnOp.lock(key, self.instance_id, call.session_id), TxnOp.get(key)]
+                new = [TxnOp.lock(key, self.instance_id, call.session_id)]
                 if call.read_value:
                     new.append(TxnOp.get(self.keys.item(call.item)))
             ops.extend(new)
@@ -203,10 +205,7 @@ class OwnerLocks:
         return again
 
     def _deliver(self, batch: list[_Call], entries: list[KVEntry]) -> None:
-        by_key: dict[str, KVEntry] = {}
-        for entry in entries:
-            if entry.value is not None or entry.key not in by_key:
-                by_key[entry.key] = entry  # the get (with value) over the lock result
+        by_key = {entry.key: entry for entry in entries}
         for call in batch:
             key = self.keys.owner(call.item)
             if call.verb == "release":

@@ -257,7 +257,7 @@ class Revocations:
             if self.running.get(revocation.item) is revocation:
                 del self.running[revocation.item]
             self.stats.revoked += 1
-            log.info("item-revoked", item=revocation.item, released=revocation.release)
+            log.debug("item-revoked", item=revocation.item, released=revocation.release)
             revocation.done.set()
             self.changed()
 

@@ -37,6 +37,7 @@ from enum import Enum
 
 import gevent
 import gevent.event
+import gevent.pool
 import structlog
 
 from .budget import FencingBudget
@@ -46,6 +47,9 @@ from .lease import STALL_GRACE, Lease, now
 from .supervision import supervise
 
 log = structlog.get_logger(__name__)
+
+#: Signals of one kind awaiting their answer at once (a slow agent must not delay the next).
+SIGNALS_IN_FLIGHT = 3
 
 
 class SessionState(Enum):
@@ -60,8 +64,8 @@ class SessionState(Enum):
 class SessionKeeper:
     """Creates one session at a time and keeps its lease; ``generation`` counts sessions made.
 
-    ``api`` serves create and destroy; ``liveness_api`` the heartbeats (its timeout should be
-    about one heartbeat, so a hung call does not hold the next one back).
+    ``api`` serves create and destroy; ``liveness_api`` the heartbeats, on connections of
+    their own (its timeout can be up to the lease: a late answer still counts).
     """
 
     def __init__(
@@ -174,31 +178,43 @@ class SessionKeeper:
         else:
             self.liveness_api.renew_session(session_id)
             self.renewals += 1
-        self.confirmed[signal] = sent
+        self.confirmed[signal] = max(sent, self.confirmed.get(signal, sent))
 
     def _heartbeat(self, session_id: str, signal: str) -> None:
-        failing = False
-        while self._current(session_id):
-            try:
-                self._send(signal, session_id)
-            except SessionInvalid as exc:
-                self.mark_lost(session_id, f"{signal}: {exc}")
-                return
-            except (ConsulUnavailable, ConsulRejected) as exc:
-                if not failing:
-                    log.warning("liveness-signal-failed", signal=signal, error=str(exc))
-                failing = True
-                if not self.lease.valid(self.generation):  # the deadline timer's twin, in case it lags
-                    self.mark_lost(session_id, self._ran_out_reason(0.0))
+        """Send ``signal`` every heartbeat, on time even while earlier ones await their answer.
+
+        Under load an answer can take longer than a heartbeat; it still counts (from when it
+        was sent) when it comes, and the next signal does not wait for it.
+        """
+        in_flight = gevent.pool.Pool(SIGNALS_IN_FLIGHT)
+        failing = [False]
+        try:
+            while self._current(session_id):
+                if not in_flight.full():
+                    in_flight.spawn(self._signal_once, session_id, signal, failing)
+                if self.lost.wait(self.budget.heartbeat):
                     return
-            else:
-                if failing:
-                    log.info("liveness-signal-restored", signal=signal)
-                failing = False
-                if self._current(session_id) and len(self.confirmed) == (2 if self.check_ttl else 1):
-                    self.lease.extend(self.generation, min(self.confirmed.values()) + self.budget.lease)
-            if self.lost.wait(self.budget.heartbeat):
-                return
+        finally:
+            in_flight.kill(block=False)
+
+    def _signal_once(self, session_id: str, signal: str, failing: list[bool]) -> None:
+        try:
+            self._send(signal, session_id)
+        except SessionInvalid as exc:
+            self.mark_lost(session_id, f"{signal}: {exc}")
+            return
+        except (ConsulUnavailable, ConsulRejected) as exc:
+            if not failing[0]:
+                log.warning("liveness-signal-failed", signal=signal, error=str(exc))
+            failing[0] = True
+            if not self.lease.valid(self.generation):  # the deadline timer's twin, in case it lags
+                self.mark_lost(session_id, self._ran_out_reason(0.0))
+            return
+        if failing[0]:
+            log.info("liveness-signal-restored", signal=signal)
+        failing[0] = False
+        if self._current(session_id) and len(self.confirmed) == (2 if self.check_ttl else 1):
+            self.lease.extend(self.generation, min(self.confirmed.values()) + self.budget.lease)
 
     def _lease_ran_out(self, overdue: float) -> None:
         """The lease's deadline passed (called in the hub): declare the session lost."""

@@ -184,7 +184,7 @@ class ItemTask:
         while self.state is ItemState.STARTING and ownership.valid():
             self.state = ItemState.RUNNING  # the lock is held: from here on the work may run
             worker.changed()
-            log.info("item-started", item=self.item, token=ownership.token)
+            log.debug("item-started", item=self.item, token=ownership.token)  # per item: debug
             try:
                 worker.handler.on_assigned(self.item, ownership.value)
             except gevent.GreenletExit:
@@ -333,6 +333,9 @@ class Worker:
     def _reconcile(self, session_id: str) -> None:
         wanted = set(self.assigned)
         gone = [item for item in self.tasks if item not in wanted]
+        if gone or wanted - set(self.tasks):
+            log.info("assignment-changed", assigned=len(wanted), revoking=len(gone),
+                     taking=len(wanted - set(self.tasks)))  # one line per change, not per item
         self._revoke(gone, release=True, stop_by=now() + self.stop_timeout)
         for count, item in enumerate(sorted(wanted - set(self.tasks)), 1):
             if item in self.revocations.running:

@@ -37,11 +37,11 @@ def acquire_all(locks: OwnerLocks, items: list[str], session: str) -> dict[str, 
 
 
 def test_many_items_are_taken_in_a_few_transactions_with_token_and_value(fake: FakeConsul) -> None:
-    items = [f"i{n:02d}" for n in range(40)]
+    items = [f"i{n:02d}" for n in range(60)]
     api, locks, session = setup(fake, items)
     fake.reset_request_count()
     got = acquire_all(locks, items, session)
-    assert fake.request_counts.get("txn.put") == 2  # 21 items per transaction
+    assert fake.request_counts.get("txn.put") == 2  # 32 items per transaction
     for item in items:
         lock, value = got[item]  # type: ignore[misc]
         assert lock.session == session and lock.modify_index > 0
