@@ -25,6 +25,7 @@ Item states (:class:`ItemState`)::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -54,6 +55,9 @@ log = structlog.get_logger(__name__)
 YIELD_EVERY = 500
 #: How long to wait before trying a free-looking lock again after a refusal (lock-delay).
 LOCK_DELAY_RETRY = 0.25
+#: While settled with nothing assigned, :meth:`Worker.wait_settled` looks again this often
+#: for a first assignment or an empty workload (seconds).
+SETTLED_RECHECK = 0.2
 
 
 class AssignmentHandler(Protocol):
@@ -318,7 +322,10 @@ class Worker:
 
     def _on_assignments(self, names: list[str]) -> None:
         folder = self.keys.assignments_of(self.instance_id)
-        self.assigned = {name for name in (child_name(folder, key) for key in names) if name is not None}
+        assigned = {name for name in (child_name(folder, key) for key in names) if name is not None}
+        if assigned != self.assigned:
+            self.settled.clear()  # not settled until the loop has acted on it
+        self.assigned = assigned
         self._dirty.set()
 
     def _run(self, session_id: str) -> None:
@@ -434,5 +441,28 @@ class Worker:
         return bool(self.stuck())
 
     def wait_settled(self, timeout: float | None = None) -> bool:
-        """Block until this node runs exactly what it is assigned."""
-        return self.settled.wait(timeout)
+        """Block until this node runs exactly what it is assigned **and** that means something:
+        it has been assigned at least one item, or the workload is empty. False at ``timeout``.
+
+        Right after ``start()`` nothing is assigned yet and nothing runs, which matched
+        trivially; callers waiting for their first work got True at once with nothing owned.
+        A member the leader gives no item while others run the whole workload waits out the
+        timeout (False): it cannot tell "not considered yet" from "nothing for me".
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.settled.wait(remaining):
+                return False
+            if self.assigned or self._workload_empty():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            gevent.sleep(SETTLED_RECHECK if deadline is None else min(SETTLED_RECHECK, remaining or 0.0))
+
+    def _workload_empty(self) -> bool:
+        try:
+            _, names = self.api.keys(self.keys.workload)
+        except (ConsulUnavailable, ConsulRejected):
+            return False
+        return not any(child_name(self.keys.workload, name) for name in names)
