@@ -179,7 +179,8 @@ class Node:
         return self.coordinator.wait_for_leader(timeout)
 
     def wait_settled(self, timeout: float | None = None) -> bool:
-        """Block until this node runs exactly the items assigned to it."""
+        """Block until this node runs exactly the items assigned to it and has been assigned
+        some (or the workload is empty); False at ``timeout`` (see :meth:`Worker.wait_settled`)."""
         return self.worker.wait_settled(timeout)
 
     def status(self) -> dict[str, Any]:

@@ -238,3 +238,16 @@ def test_worker_waits_for_the_previous_owner_without_polling():
         client.kv.put("service/voltha/owners/item000", None, release=squatter)
         assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
         assert cluster.ledger.violations == []
+
+
+def test_wait_settled_waits_for_the_first_assignment_not_an_empty_start(cluster):
+    node = cluster.add_node("a")
+    assert node.wait_settled(10)
+    assert node.owned() == set(ITEMS)
+
+
+def test_wait_settled_is_true_with_nothing_owned_when_the_workload_is_empty():
+    with FakeCluster(FakeConsul()) as empty:
+        node = empty.add_node("a")
+        assert node.wait_settled(5)
+        assert node.owned() == set()
