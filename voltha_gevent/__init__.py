@@ -29,6 +29,7 @@ _EXPORTS = {
     "NotLeader": "errors",
     "Ownership": "lease",
     "current_ownership": "lease",
+    "configure_logging": "logs",
     "NotMonkeyPatched": "node",
     "PermissionDenied": "errors",
     "SessionInvalid": "errors",

@@ -104,7 +104,13 @@ class Config:
         environ: Mapping[str, str] | None = None,
         config_file: str | None = None,
     ) -> Config:
-        """Defaults < file < environment < flags, then validated."""
+        """Defaults < file < environment < flags, then validated.
+
+        ``flags``: setting names (``session_ttl`` or ``session-ttl``) to raw strings or typed
+        values, e.g. ``vars(args)`` of your own argparse parser; ``None`` values are skipped
+        (flags not given), unknown names raise :class:`ConfigError`. ``environ`` defaults to
+        ``os.environ`` (``VOLTHA_*``); ``config_file`` to ``VOLTHA_CONFIG`` (TOML).
+        """
         environ = os.environ if environ is None else environ
         config = cls(_checked=False)
         path = config_file or environ.get(ENV_PREFIX + "CONFIG")

@@ -15,7 +15,12 @@ from .supervision import add_instance_id
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """Configure structlog (and the stdlib root logger, for libraries) for this process."""
+    """Configure structlog (and the stdlib root logger, for libraries) for this process.
+
+    Optional for an embedding application: without it the library logs through structlog's
+    defaults (or whatever the application configured). ``fmt``: ``auto``, ``console`` or
+    ``json``; ``level``: ``debug``, ``info``, ``warning`` or ``error``.
+    """
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     numeric = logging.getLevelName(level.upper())

@@ -294,3 +294,17 @@ def test_load_validates_only_the_final_combination(tmp_path):
     file = _toml(tmp_path, "stop_timeout = 8\n")
     config = Config.load(environ={"VOLTHA_LOCK_DELAY": "8"}, config_file=file)
     assert (config.stop_timeout, config.lock_delay) == (8.0, 8.0)
+
+
+def test_configure_logging_and_config_load_flags_are_public_and_documented():
+    import voltha_gevent
+    from voltha_gevent.logs import configure_logging
+
+    assert voltha_gevent.configure_logging is configure_logging
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "voltha_gevent.configure_logging(config.log_format, config.log_level)" in readme
+    assert "`Config.load(flags=None, environ=None, config_file=None)`: `flags` maps" in readme
+    config = Config.load(flags={"session-ttl": "20", "soak": None}, environ={})
+    assert (config.session_ttl, config.soak) == (20, 5.0)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Config.load(flags={"no_such": 1}, environ={})
