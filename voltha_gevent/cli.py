@@ -57,7 +57,7 @@ _SETTING_FLAGS = {
     "stop_timeout": "seconds on_revoked may take before the work is killed (default 4)",
     "handover_timeout": "seconds the leader waits for an old owner (default 30)",
     "watch_wait": "blocking-query wait seconds (default 60)",
-    "seed_workload": "demo: create device_group_0001..N if absent",
+    "seed_workload": "demo: create device_group_0001..N if absent, once at start",
     "log_format": "auto, console or json",
     "log_level": "debug, info, warning or error",
 }

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ import structlog
 
 from .assignment import AssignmentPolicy, desired_assignment
 from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
-from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
+from .errors import ConsulRejected, NotLeader, Stopped, TransactionFailed
 from .keys import Keys, child_name, held_owners, split_assignment
 from .membership import MemberParseStats, MemberRecord, parse_members
 from .supervision import supervise
@@ -58,8 +57,6 @@ ONE_OWNERS_READ = 10.0
 #: keys it wrote itself is taken for its own writes still on their way (a snapshot taken
 #: between two of its batches), not another writer's.
 OWN_WRITES_GRACE = 5.0
-#: Demo workload names made by ``--seed-workload``.
-SEED_NAME = "device_group_{:04d}"
 
 
 class LeaderState(Enum):
@@ -107,7 +104,6 @@ class Leader:
         self.soak = config.soak
         self.max_soak_delay = config.max_soak_delay
         self.handover_timeout = config.handover_timeout
-        self.seed_workload = config.seed_workload
         self.policy = policy or AssignmentPolicy()
         self.state = LeaderState.STARTING
         self.stats = LeaderStats()
@@ -229,8 +225,6 @@ class Leader:
             while not watch.wait_delivered(1.0):
                 if self._stop.is_set():
                     return
-        if self.seed_workload:
-            self._seed_workload()
         try:
             while not self._stop.is_set():
                 if self._soak():
@@ -427,23 +421,3 @@ class Leader:
         except ConsulRejected as exc:
             log.error("leader-write-rejected", error=str(exc), ops=len(batch))
             raise
-
-    # -- demo workload -----------------------------------------------------------------
-
-    def _seed_workload(self) -> None:
-        """Create ``device_group_0001..N`` where absent; never overwrite or delete."""
-        created = 0
-        for name in seed_names(self.seed_workload):
-            if name in self.view.items:
-                continue
-            try:
-                if self.coordinator.retry.call(lambda n=name: self.api.put(self.keys.item(n), "", cas=0),
-                                               what="seed-workload"):
-                    created += 1
-            except (ConsulRejected, ConsulUnavailable) as exc:
-                log.warning("seed-workload-failed", item=name, error=str(exc))
-        log.info("workload-seeded", created=created, wanted=self.seed_workload)
-
-
-def seed_names(count: int) -> Iterable[str]:
-    return (SEED_NAME.format(i) for i in range(1, count + 1))

@@ -34,6 +34,7 @@ from .leader import Leader
 from .lease import Ownership
 from .membership import MemberRecord
 from .revocation import RevokeBarrier
+from .seed import seed_workload
 from .watch import WatchStats
 from .worker import AssignmentHandler, CallbackHandler, Worker
 
@@ -74,6 +75,7 @@ class Node:
             on_assigned or _ignore_assigned, on_revoked or _ignore_revoked
         )
         self.worker = Worker(self.coordinator, self.handler)
+        self._seeder: gevent.Greenlet | None = None
 
     def start(self) -> Node:
         if self._real_consul and not gevent.monkey.is_module_patched("socket"):
@@ -85,10 +87,24 @@ class Node:
         starter = gevent.spawn(self.coordinator.start)  # the root of this node's greenlets
         supervision.bind_instance(starter, self.instance_id)
         starter.get()
+        if self.config.seed_workload and self._seeder is None:
+            self._seeder = self._start_seeding()
         return self
+
+    def _start_seeding(self) -> gevent.Greenlet:
+        """``seed_workload``: this node creates the demo items, once, whoever leads."""
+        coordinator = self.coordinator
+        seeder = gevent.spawn(seed_workload, coordinator.api, coordinator.keys, self.config.seed_workload,
+                              coordinator.retry)
+        seeder.name = "seed-workload"
+        supervision.bind_instance(seeder, self.instance_id)
+        supervision.supervise(seeder, "seed-workload")
+        return seeder
 
     def stop(self, timeout: float = 5.0) -> None:
         """Revoke all work, leave the cluster (destroying the session), stop greenlets."""
+        if self._seeder is not None:
+            self._seeder.kill(block=True, timeout=timeout)
         self.coordinator.shutdown(timeout)
 
     # -- views -------------------------------------------------------------------------

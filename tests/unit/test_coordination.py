@@ -251,3 +251,19 @@ def test_wait_settled_is_true_with_nothing_owned_when_the_workload_is_empty():
         node = empty.add_node("a")
         assert node.wait_settled(5)
         assert node.owned() == set()
+
+
+def test_seed_workload_is_created_by_the_node_given_it_and_removed_items_stay_removed():
+    with FakeCluster(FakeConsul()) as c:
+        leader = c.add_node("a")
+        assert c.wait_until(lambda: leader.is_leader)
+        c.add_node("b", seed_workload=3)  # not the leader
+        prefix = "service/voltha/workload/"
+        names = {f"device_group_{i:04d}" for i in (1, 2, 3)}
+        assert c.wait_until(lambda: {k.rsplit("/", 1)[1] for k in c.fake.dump(prefix)} == names)
+        assert c.wait_until(lambda: c.converged(names))
+        c.fake.client().kv.delete(prefix + "device_group_0002")
+        c.crash("a")  # b becomes leader: it must not bring the removed item back
+        assert c.wait_until(lambda: c.nodes["b"].is_leader and c.converged(names - {"device_group_0002"}))
+        gevent.sleep(0.5)
+        assert {k.rsplit("/", 1)[1] for k in c.fake.dump(prefix)} == names - {"device_group_0002"}
