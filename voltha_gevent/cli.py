@@ -265,11 +265,11 @@ def _maybe_embedded_consul(config: Config, mode: str) -> Any:
     host, port = config.consul_host_port()
     if mode == "never" or (mode == "auto" and (configured or _answers(host, port))):
         return None
-    from .testing.agents import AgentStartupError, ConsulBinaryNotFound, DevAgent
+    from .devagent import AgentStartupError, ConsulBinaryNotFound, DevAgent
 
     log.info("starting-embedded-consul", port=port)
     try:
-        agent = DevAgent(host="127.0.0.1", port=port).start()
+        agent = DevAgent(host="127.0.0.1", port=port, die_with_parent=True).start()
     except (ConsulBinaryNotFound, AgentStartupError) as exc:
         raise VolthaError(
             f"no Consul answers on {host}:{port} and a local one could not be started ({exc}); "
