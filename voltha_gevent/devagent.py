@@ -15,7 +15,9 @@ Guarantees:
 * With ``die_with_parent=True`` (what ``voltha-gevent run`` uses) the agent dies with the
   process that started it, whatever ends that process, SIGKILL included: Linux's parent-death
   signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) is set in the child before ``exec``. Its
-  temporary directory is then left behind (nobody is left to remove it).
+  temporary directory is left behind then (nobody is left to remove it): the next such agent
+  removes every directory of this user's whose recorded agent is gone
+  (:func:`remove_orphaned_workdirs`).
 * Only processes started here are ever signalled, by pid: SIGTERM, a wait, then SIGKILL.
   ``stop()`` is idempotent and also runs on context-manager exit.
 
@@ -59,6 +61,10 @@ LOG_TAIL_LINES = 40
 CONSUL_ENV_VARS = ("CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_SSL", "CONSUL_HTTP_SSL_VERIFY")
 #: Linux prctl option: the signal a child gets when its parent dies.
 PR_SET_PDEATHSIG = 1
+#: Prefix of a dev agent's temporary directory.
+WORKDIR_PREFIX = "voltha-consul-dev-"
+#: File in a ``die_with_parent`` agent's directory holding the agent's pid.
+PID_FILE = "agent.pid"
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,6 +227,34 @@ def _parent_death_signal() -> Callable[[], None]:
     return arm
 
 
+def remove_orphaned_workdirs(root: str | None = None) -> list[Path]:
+    """Remove this user's dev-agent directories whose agent (named in :data:`PID_FILE`) is gone.
+
+    Only directories with the prefix, owned by this user and carrying the pid file are
+    considered, so another user's or a still-running agent's directory is never touched.
+    """
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            if path.stat().st_uid != os.getuid():
+                continue
+            pid = int((path / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not _running(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _leader_of(http_addr: str) -> str:
     """The Raft leader's "ip:port" as ``http_addr`` sees it, or "" when there is none."""
     try:
@@ -257,7 +291,10 @@ class DevAgent:
         self.startup_timeout = startup_timeout
         self.extra_args = extra_args
         self.port = port or free_port(host)
-        self.workdir = Path(tempfile.mkdtemp(prefix="voltha-consul-dev-"))
+        self.die_with_parent = die_with_parent
+        if die_with_parent:
+            remove_orphaned_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         self.log_path = self.workdir / "consul.log"
         self._process = _Process(self._argv(), self.log_path, die_with_parent=die_with_parent)
 
@@ -288,6 +325,8 @@ class DevAgent:
         if self._process.alive():
             return self
         self._process.start()
+        if self.die_with_parent:
+            (self.workdir / PID_FILE).write_text(f"{self.pid}\n")
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if not self._process.alive():
@@ -338,4 +377,5 @@ __all__ = [
     "find_consul_binary",
     "free_port",
     "http_get_json",
+    "remove_orphaned_workdirs",
 ]

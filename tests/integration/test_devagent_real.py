@@ -1,5 +1,6 @@
 """The dev agent ``voltha-gevent run`` embeds dies with the node that started it, however the
-node dies (SIGKILL included), so no orphan keeps the port and is silently joined later."""
+node dies (SIGKILL included), so no orphan keeps the port and is silently joined later; its
+directory is removed by the next embedded agent."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from voltha_gevent.devagent import PID_FILE, WORKDIR_PREFIX, remove_orphaned_workdirs
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, free_port
 
 
@@ -57,6 +60,11 @@ def test_the_embedded_dev_agent_dies_with_the_node_that_started_it(consul_bin, t
         while not _gone(agent_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _gone(agent_pid), f"agent {agent_pid} outlived the node ({sig.name})"
+        workdirs = [p for p in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*")
+                    if (p / PID_FILE).is_file() and (p / PID_FILE).read_text().strip() == str(agent_pid)]
+        assert len(workdirs) == 1  # left behind by the dead node; the next embedded agent removes it
+        assert workdirs[0] in remove_orphaned_workdirs()
+        assert not workdirs[0].exists()
     finally:
         if node.poll() is None:
             node.kill()
