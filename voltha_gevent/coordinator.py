@@ -102,6 +102,8 @@ class Coordinator:
         self.election: Election | None = None
         self.member_stats = MemberParseStats()
         self._members: dict[str, MemberRecord] = {}
+        #: When this node last saw the member set change (a new leader's first soak counts from it)
+        self.members_changed_at = 0.0
         self._members_watch = Watch(
             self.watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE,
             wait=config.watch_wait, name="members-view",
@@ -268,6 +270,7 @@ class Coordinator:
         members = parse_members(self.keys, entries, self.member_stats)
         if set(members) != set(self._members):
             log.info("membership-changed", members=sorted(members))
+            self.members_changed_at = time.monotonic()
         self._members = members
 
     def members(self) -> dict[str, MemberRecord]:

@@ -135,6 +135,7 @@ class Leader:
         self._published: set[tuple[str, str]] | None = None
         self._writing = 0
         self._own_writes: set[tuple[str, str]] = set()  # (member, item) keys written lately
+        self._quiet_since: float | None = coordinator.members_changed_at or None
         self._own_writes_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -250,9 +251,15 @@ class Leader:
             return False
         self.state = LeaderState.SOAKING
         first = time.monotonic()
+        # A new leader's first soak counts from the last member change this node saw, not from
+        # its own start: a dead leader's departure was seen while its key sat in lock-delay.
+        quiet_since, self._quiet_since = self._quiet_since, None
         while not self._stop.is_set():
             self._dirty.clear()
             remaining = self.soak
+            if quiet_since is not None:
+                remaining = max(0.0, quiet_since + self.soak - time.monotonic())
+                quiet_since = None
             if self.max_soak_delay:
                 remaining = min(remaining, first + self.max_soak_delay - time.monotonic())
             if remaining <= 0 or not self._dirty.wait(remaining):

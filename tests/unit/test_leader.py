@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import structlog.testing
 
@@ -80,3 +82,20 @@ def test_another_writers_edit_is_still_detected_and_corrected():
         client.kv.delete(victim)
         assert cluster.wait_until(lambda: leader.stats.reassignments > before, 10)
         assert cluster.wait_until(lambda: victim in cluster.fake.dump("service/voltha/assignments/"), 10)
+
+
+def test_a_new_leaders_first_soak_counts_from_the_departure_it_saw_during_lock_delay():
+    """A dead leader's key sits in lock-delay while its departure is already known: soaking a
+    whole soak again after taking the key made a leader crash cost lock-delay + soak."""
+    items = [f"dg{i:03d}" for i in range(30)]
+    with FakeCluster(FakeConsul(), soak=1.0, lock_delay=1.5) as cluster:
+        cluster.add_items(*items)
+        first = cluster.add_node("a")
+        assert cluster.wait_until(lambda: first.is_leader, 5)
+        cluster.add_node("b")
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+        started = time.monotonic()
+        cluster.crash("a")
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+        took = time.monotonic() - started
+        assert took < 1.5 + 1.0, f"{took:.2f}s: lock-delay and a whole soak again"
