@@ -1,9 +1,10 @@
 """The worker: run exactly the items the leader assigns to this node, one owner at a time.
 
 For every item under ``<prefix>/assignments/<me>/`` the worker takes the ownership lock
-``<prefix>/owners/<item>`` with its session - in one transaction that also reads the lock
-back (its ``ModifyIndex`` is the item's fencing token) and the item's workload value -
-waiting on a blocking query while a previous owner still holds it. Then it calls the
+``<prefix>/owners/<item>`` with its session - through :mod:`voltha_gevent.owner_locks`,
+in transactions shared with other items that also return the lock's ``ModifyIndex`` (the
+item's fencing token) and the item's workload value - waiting on a blocking query while a
+previous owner still holds it. Then it calls the
 application's ``on_assigned(item, value)`` in the item's own work greenlet, which carries
 the item's :class:`~voltha_gevent.lease.Ownership` (``current_ownership()``,
 :meth:`Worker.ownership`). A handler that raises is logged (``assign-handler-failed``),
