@@ -42,7 +42,7 @@ PREFIX = "bench/orch"
 def _stand_in(api: Any, keys: Keys, session_id: str, epoch: int) -> SimpleNamespace:
     """What ``Leader.__init__`` and ``_reassign`` read from a coordinator, and no more."""
     return SimpleNamespace(config=Config(soak=0.0, handover_timeout=30.0), keys=keys, api=api,
-                           watch_api=api, epoch=epoch, retry=Retrying(),
+                           watch_api=api, epoch=epoch, retry=Retrying(), members_changed_at=0.0,
                            session=SimpleNamespace(session_id=session_id))
 
 
