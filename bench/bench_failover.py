@@ -11,9 +11,9 @@ before the next run. Each figure is printed next to the floor its configuration 
 * SIGKILL of a member: the check TTL (the session dies about one check TTL after the last
   pass, and passes come every third of it), then the longer of soak and lock-delay (the
   dead owner's locks), then the worker soak;
-* SIGKILL of the leader: the check TTL, then the leader key's lock-delay before the next
-  leader can take it, then its soak and the worker soak (the owners' lock-delay has run
-  out meanwhile). A SIGTERMed leader releases its key, so no lock-delay applies.
+* SIGKILL of the leader: the same - the next leader waits out the leader key's lock-delay,
+  but its first soak counts from the departure it saw, so the longer of the two counts. A
+  SIGTERMed leader releases its key, so no lock-delay applies.
 
 Nodes run with :data:`voltha_gevent.testing.processes.TEST_SETTINGS` (soak 0.5 s, check TTL
 2 s, lock-delay 2 s). The full run adds the SIGKILL cases at the **default settings** (soak
@@ -62,8 +62,6 @@ def floor(sig: str, role: str, settings: dict[str, str] = TEST_SETTINGS) -> floa
     check_ttl, lock_delay = setting("CHECK_TTL"), setting("LOCK_DELAY")
     if sig == "SIGTERM":
         return soak + worker_soak
-    if role == "leader":  # the next leader waits out the leader key's lock-delay, then soaks
-        return check_ttl + lock_delay + soak + worker_soak
     return check_ttl + max(soak, lock_delay) + worker_soak
 
 
