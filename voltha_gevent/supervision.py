@@ -112,6 +112,8 @@ def supervise(
     instance = instance_of(greenlet) or instance_of(gevent.getcurrent())
     if instance is not None:
         bind_instance(greenlet, instance)
+        # the component runs again (restarted, or made anew, as a new session's heartbeats)
+        health_of(instance).down.pop(component, None)
     greenlet.link_exception(lambda dead: _crashed(dead, component, instance, restart, on_crash))
     return greenlet
 
@@ -145,8 +147,7 @@ def _crashed(dead: gevent.Greenlet, component: str, instance: str | None,
 def _restart(restart: Callable[[], object], component: str, health: NodeHealth) -> None:
     if health.failed.is_set():
         return
-    if _call(restart, None, component):
-        health.down.pop(component, None)
+    if _call(restart, None, component):  # the restart's supervise() clears the record
         log.info("component-restarted", component=component)
 
 
@@ -158,10 +159,6 @@ def _call(fn: Callable[..., object], arg: object, component: str) -> bool:
         log.exception("supervision-action-failed", component=component)
         return False
 
-
-def recovered(instance_id: str, component: str) -> None:
-    """A component that was down runs again (e.g. a new session restarted the heartbeats)."""
-    health_of(instance_id).down.pop(component, None)
 
 
 __all__ = ["MAX_RESTARTS", "NodeHealth", "add_instance_id", "bind_instance", "forget", "health_of",

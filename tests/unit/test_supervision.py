@@ -82,3 +82,25 @@ def test_every_log_event_of_a_node_carries_its_instance_id() -> None:
     assert node_events
     assert all(e.get("instance_id") in ("a", "b") for e in node_events), node_events
     assert {e["instance_id"] for e in node_events} == {"a", "b"}
+
+
+def test_a_crashed_heartbeat_gives_up_the_session_and_health_returns_with_the_next_one() -> None:
+    with FakeCluster(FakeConsul()) as cluster:
+        node = cluster.add_node("a")
+        assert cluster.wait_until(lambda: node.healthy, 5)
+        keeper = node.coordinator.session
+        first = keeper.session_id
+        original = keeper._heartbeat
+        crashed: list[str] = []
+
+        def heartbeat_once(session_id: str, signal: str) -> None:
+            if not crashed:
+                crashed.append(signal)
+                raise Boom("injected")
+            original(session_id, signal)
+
+        keeper._heartbeat = heartbeat_once  # the next session's heartbeats crash once
+        keeper.mark_lost(first, "test")
+        assert cluster.wait_until(lambda: crashed and keeper.session_id not in (None, first)
+                                  and keeper.losses >= 2, 10)
+        assert cluster.wait_until(lambda: node.healthy, 10), node.unhealthy_reason()
