@@ -68,7 +68,6 @@ class Lease:
         self.live = False
         self.expiries = 0
         self.stalls = 0
-        self.last_overdue = 0.0
         self._listeners: list[ExpiryListener] = []
         self._timer: object | None = None
 
@@ -139,7 +138,6 @@ class Lease:
             return
         self.live = False
         self.expiries += 1
-        self.last_overdue = overdue
         if overdue > STALL_GRACE:
             self.stalls += 1
         self._disarm()
@@ -285,22 +283,14 @@ def _switch_guard(event: str, args: tuple[object, object]) -> None:
         return
     ownership = _ownership_of(args[1])
     if ownership is not None and ownership._lease_ran_out():
-        _FENCED_SWITCHES[0] += 1
         if _CURRENT.get(args[1]) is not ownership or not getattr(args[1], "fenced_runner", False):
             # a greenlet the work spawned: it has no run_fenced() to re-arm the guard
             gevent.get_hub().loop.run_callback(_install_tracer)
         raise FencedByLease(f"lease of {ownership.item} ran out")
 
 
-#: Switches into work greenlets that the guard turned into a GreenletExit (for tests).
-_FENCED_SWITCHES = [0]
-
-
-def fenced_switches() -> int:
-    return _FENCED_SWITCHES[0]
-
 
 __all__ = [
-    "STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "current_ownership", "fenced_switches",
+    "STALL_GRACE", "FencedByLease", "Lease", "Ownership", "bind", "current_ownership",
     "now", "run_fenced",
 ]
