@@ -40,7 +40,8 @@ HEADERS = ("size", "phase", "until owned (s)", "moved/opt", "interrupted", "Cons
            "session losses", "leader RSS MiB", "worker RSS MiB", "Consul RSS MiB")
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, only: str | None = None) -> dict:
+    """Every size of :data:`FULL` (``QUICK`` when ``quick``), or only ``only`` (``100000x10``)."""
     _common.quiet_logs()
     settings = voltha_settings(SOAK)
     results: dict[str, Any] = {"settings": settings, "sizes": {}}
@@ -49,6 +50,8 @@ def run(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="voltha-bench-scale-") as tmp:
         for items, nodes, limits in QUICK if quick else FULL:
             key = f"{items}x{nodes}"
+            if only and key != only:
+                continue
             trial = Trial(Voltha(f"bench/scale/{key}", settings), nodes, items, Path(tmp) / key, limits,
                           progress=lambda text: _common.emit(f"  {text}\n"))
             try:
@@ -117,4 +120,7 @@ def _value(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    run("--quick" in __import__("sys").argv)
+    import sys
+
+    sizes = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    run("--quick" in sys.argv, sizes[0] if sizes else None)

@@ -56,6 +56,7 @@ _SETTING_FLAGS = {
     "lock_delay": "Consul lock-delay seconds, 0-60 (default 4)",
     "stop_timeout": "seconds on_revoked may take before the work is killed (default 4)",
     "handover_timeout": "seconds the leader waits for an old owner (default 30)",
+    "max_loop_stall": "a node whose event loop is stuck this long gives its session up (default 20)",
     "watch_wait": "blocking-query wait seconds (default 60)",
     "seed_workload": "demo: create device_group_0001..N if absent, once at start",
     "log_format": "auto, console or json",

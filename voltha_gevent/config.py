@@ -83,6 +83,7 @@ class Config:
     lock_delay: float = 4.0
     stop_timeout: float = 4.0
     handover_timeout: float = 30.0
+    max_loop_stall: float = 20.0
     watch_wait: float = 60.0
     seed_workload: int = 0
     log_format: str = "auto"
@@ -156,6 +157,8 @@ class Config:
                 _bad(name, getattr(self, name), "must not be negative")
         if self.max_soak_delay and self.max_soak_delay < self.soak:
             _bad("max_soak_delay", self.max_soak_delay, "must be 0 (no cap) or at least the soak")
+        if not self.max_loop_stall >= 1:
+            _bad("max_loop_stall", self.max_loop_stall, "at least 1 second")
         if not 1 <= self.watch_wait <= 600:
             _bad("watch_wait", self.watch_wait, "Consul accepts blocking waits of 1 to 600 seconds")
         if not self.capacity > 0:

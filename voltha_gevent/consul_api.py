@@ -378,6 +378,13 @@ class ConsulAPI:
         self.consistency = consistency
         self.on_denied = on_denied
 
+    def close(self) -> None:
+        """Close the client's pooled connections (a client used by one thread, at its end)."""
+        http = getattr(self.client, "http", None)
+        session = getattr(http, "session", None)
+        if session is not None:
+            session.close()
+
     def _call(self, fn: Callable[..., Any], *args: Any, session_id: str | None = None, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)

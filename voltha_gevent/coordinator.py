@@ -82,12 +82,21 @@ class Coordinator:
         self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
         budget = config.budget()
         liveness_timeout = max(LIVENESS_CALL_TIMEOUT_MIN, budget.lease)
+        # A real client may run in the heartbeat thread (a client of its own per session,
+        # made there); the in-memory fake is not thread-safe: its heartbeats stay greenlets.
+        threaded = client_factory is None
+
+        def liveness_api() -> ConsulAPI:
+            return ConsulAPI(factory(liveness_timeout), on_denied=denied)
+
         self.session = SessionKeeper(
             self.session_api,
             self.retry,
             name=f"voltha-{config.instance_id}",
             budget=budget,
-            liveness_api=ConsulAPI(factory(liveness_timeout), on_denied=denied),
+            liveness_api=None if threaded else liveness_api(),
+            make_liveness_api=liveness_api if threaded else None,
+            max_loop_stall=config.max_loop_stall,
         )
         self.record = MemberRecord(
             instance_id=config.instance_id,

@@ -92,10 +92,14 @@ class Lease:
         self._arm()
 
     def extend(self, generation: int, deadline: float) -> None:
-        """A liveness signal was confirmed: trust the session until ``deadline`` (never shortens)."""
+        """A liveness signal was confirmed: trust the session until ``deadline`` (never shortens).
+
+        Safe to call from the heartbeat thread: it only moves the deadline forward (a float,
+        under the GIL); the armed timer, when it fires at the old deadline, finds it moved
+        and waits again (:meth:`_expire`).
+        """
         if generation == self.generation and self.live and deadline > self.deadline:
             self.deadline = deadline
-            self._arm()
 
     def end(self) -> None:
         """The session ended by other means (lost, destroyed): no ownership is valid any more."""

@@ -2,8 +2,9 @@
 
 Every lock the node holds (membership record, leader key, ownership of items) is tied to
 this session, and the node trusts the session only as long as its :class:`~voltha_gevent.
-lease.Lease` runs. Two liveness signals go out every ``budget.heartbeat`` seconds, each in
-its own greenlet so a slow one never delays the other:
+lease.Lease` runs. Two liveness signals go out every ``budget.heartbeat`` seconds, each on
+its own schedule so a slow one never delays the other, from a thread of their own when the
+client is real (:mod:`~voltha_gevent.heartbeat`: a busy event loop must not end a session):
 
 * a **pass of the agent TTL check** tied to the session (when ``check_ttl`` is set) - a
   crashed or frozen process then loses its session about ``check_ttl`` after its last pass;
@@ -34,22 +35,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 import gevent
 import gevent.event
-import gevent.pool
 import structlog
 
 from .budget import FencingBudget
 from .consul_api import ConsulAPI, Retrying
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
+from .heartbeat import Heartbeats
 from .lease import STALL_GRACE, Lease, now
-from .supervision import supervise
 
 log = structlog.get_logger(__name__)
 
-#: Signals of one kind awaiting their answer at once (a slow agent must not delay the next).
-SIGNALS_IN_FLIGHT = 3
+#: Default of ``max_loop_stall``: the heartbeat thread stops proving the session alive once
+#: the event loop has not turned for this long (a wedged node must lose its items).
+MAX_LOOP_STALL = 20.0
 
 
 class SessionState(Enum):
@@ -64,8 +66,10 @@ class SessionState(Enum):
 class SessionKeeper:
     """Creates one session at a time and keeps its lease; ``generation`` counts sessions made.
 
-    ``api`` serves create and destroy; ``liveness_api`` the heartbeats, on connections of
-    their own (its timeout can be up to the lease: a late answer still counts).
+    ``api`` serves create and destroy; the heartbeats use connections of their own (a
+    timeout up to the lease: a late answer still counts): ``liveness_api``, shared, in
+    greenlets of this hub, or - when ``make_liveness_api`` is given - a client that function
+    builds inside the heartbeat thread, one per session.
     """
 
     def __init__(
@@ -77,9 +81,13 @@ class SessionKeeper:
         budget: FencingBudget,
         lease: Lease | None = None,
         liveness_api: ConsulAPI | None = None,
+        make_liveness_api: Callable[[], ConsulAPI] | None = None,
+        max_loop_stall: float = MAX_LOOP_STALL,
     ) -> None:
         self.api = api
         self.liveness_api = liveness_api or api
+        self.make_liveness_api = make_liveness_api
+        self.max_loop_stall = max_loop_stall
         self.retry = retry
         self.name = name
         self.budget = budget
@@ -96,7 +104,8 @@ class SessionKeeper:
         self.last_loss_reason: str | None = None
         self.confirmed: dict[str, float] = {}  # signal -> send time of its last confirmed instance
         self.lost = gevent.event.Event()
-        self._greenlets: list[gevent.Greenlet] = []
+        self.heartbeats: Heartbeats | None = None
+        self._main_loop: Any = None
 
     @property
     def live(self) -> bool:
@@ -115,6 +124,7 @@ class SessionKeeper:
         2 x TTL, longer across a Raft leader change) and its locks would hold up the items
         this node has already fenced.
         """
+        self._join_greenlets()  # a lost session's heartbeats were only told to stop
         if self.session_id and self.state is SessionState.LOST:
             self._destroy_lost(self.session_id)
         checks: list[str] | None = None
@@ -128,17 +138,16 @@ class SessionKeeper:
         self.state = SessionState.LIVE
         self.lost.clear()
         self.lease.begin(self.generation, min(self.confirmed.values()) + self.budget.lease)
+        threaded = self.make_liveness_api is not None
         log.info("session-created", session=session_id, ttl=self.budget.session_ttl,
                  generation=self.generation, lease=round(self.budget.lease, 3),
-                 heartbeat=round(self.budget.heartbeat, 3))
-        self._spawn(self._heartbeat, session_id, "renew")
-        if self.check_ttl:
-            self._spawn(self._heartbeat, session_id, "pass")
+                 heartbeat=round(self.budget.heartbeat, 3), heartbeat_thread=threaded)
+        self._start_heartbeats(session_id)
         return session_id
 
     def _create_session(self, checks: list[str] | None) -> str:
         if self.check_ttl:  # a fresh pass: the lease counts from it
-            self._send("pass", "")
+            self._send(self.api, "pass", "")
         sent = now()
         session_id = self.api.create_session(
             name=self.name, ttl=int(self.budget.session_ttl), behavior="release",
@@ -156,65 +165,73 @@ class SessionKeeper:
 
     def _register_check(self) -> None:
         self.check_id = self.api.register_ttl_check(self.service_id, self.name, self.check_ttl)
-        self._send("pass", "")
-
-    def _spawn(self, fn: Callable[..., None], *args: str) -> None:
-        self._greenlets = [g for g in self._greenlets if not g.dead]
-        greenlet = gevent.spawn(fn, *args)
-        greenlet.name = f"{fn.__name__}:{'/'.join(a[:8] for a in args)}"
-        self._greenlets.append(greenlet)
-        # a crashed heartbeat cannot keep the lease: give the session up, the next one restarts it
-        supervise(greenlet, f"heartbeat-{args[-1]}",
-                  on_crash=lambda error: self.mark_lost(args[0], f"heartbeat crashed: {error!r}"))
+        self._send(self.api, "pass", "")
 
     # -- liveness ----------------------------------------------------------------------
 
-    def _send(self, signal: str, session_id: str) -> None:
+    def _start_heartbeats(self, session_id: str) -> None:
+        self._main_loop = gevent.get_hub().loop
+        failing: dict[str, bool] = {}
+        generation = self.generation
+
+        def beat(api: ConsulAPI, signal: str) -> None:
+            try:
+                self._signal_once(api, session_id, generation, signal, failing)
+            except Exception as exc:  # noqa: BLE001 - a broken beat cannot keep the lease
+                log.error("heartbeat-crashed", signal=signal, error=repr(exc))
+                self._in_main(self.mark_lost, session_id, f"heartbeat crashed: {exc!r}")
+
+        signals = ("renew", "pass") if self.check_ttl else ("renew",)
+        threaded = self.make_liveness_api is not None
+        self.heartbeats = Heartbeats(
+            beat, signals, self.budget.heartbeat, self.make_liveness_api or (lambda: self.liveness_api),
+            threaded=threaded, max_loop_stall=self.max_loop_stall, name=self.name,
+        ).start()
+
+    def _send(self, api: ConsulAPI, signal: str, session_id: str) -> None:
         """One liveness signal; on success remember when it was sent."""
         sent = now()
         if signal == "pass":
-            self.liveness_api.pass_check(self.check_id or "")
+            api.pass_check(self.check_id or "")
             self.passes += 1
         else:
-            self.liveness_api.renew_session(session_id)
+            api.renew_session(session_id)
             self.renewals += 1
         self.confirmed[signal] = max(sent, self.confirmed.get(signal, sent))
 
-    def _heartbeat(self, session_id: str, signal: str) -> None:
-        """Send ``signal`` every heartbeat, on time even while earlier ones await their answer.
+    def _signal_once(self, api: ConsulAPI, session_id: str, generation: int, signal: str,
+                     failing: dict[str, bool]) -> None:
+        """Send one signal and act on its answer (in the heartbeat thread or greenlet).
 
         Under load an answer can take longer than a heartbeat; it still counts (from when it
-        was sent) when it comes, and the next signal does not wait for it.
+        was sent) when it comes. A loss is handed to the main hub, never acted on here.
         """
-        in_flight = gevent.pool.Pool(SIGNALS_IN_FLIGHT)
-        failing = [False]
+        if not self._current(session_id):
+            return
         try:
-            while self._current(session_id):
-                if not in_flight.full():
-                    in_flight.spawn(self._signal_once, session_id, signal, failing)
-                if self.lost.wait(self.budget.heartbeat):
-                    return
-        finally:
-            in_flight.kill(block=False)
-
-    def _signal_once(self, session_id: str, signal: str, failing: list[bool]) -> None:
-        try:
-            self._send(signal, session_id)
+            self._send(api, signal, session_id)
         except SessionInvalid as exc:
-            self.mark_lost(session_id, f"{signal}: {exc}")
+            self._in_main(self.mark_lost, session_id, f"{signal}: {exc}")
             return
         except (ConsulUnavailable, ConsulRejected) as exc:
-            if not failing[0]:
+            if not failing.get(signal):
                 log.warning("liveness-signal-failed", signal=signal, error=str(exc))
-            failing[0] = True
-            if not self.lease.valid(self.generation):  # the deadline timer's twin, in case it lags
-                self.mark_lost(session_id, self._ran_out_reason(0.0))
+            failing[signal] = True
+            if not self.lease.valid(generation):  # the deadline timer's twin, in case it lags
+                self._in_main(self.mark_lost, session_id, self._ran_out_reason(0.0))
             return
-        if failing[0]:
+        if failing.get(signal):
             log.info("liveness-signal-restored", signal=signal)
-        failing[0] = False
+        failing[signal] = False
         if self._current(session_id) and len(self.confirmed) == (2 if self.check_ttl else 1):
-            self.lease.extend(self.generation, min(self.confirmed.values()) + self.budget.lease)
+            self.lease.extend(generation, min(self.confirmed.values()) + self.budget.lease)
+
+    def _in_main(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` in the main hub: now when already there, else as its next callback."""
+        if self._main_loop is None or gevent.get_hub().loop is self._main_loop:
+            fn(*args)
+        else:
+            self._main_loop.run_callback_threadsafe(fn, *args)
 
     def _lease_ran_out(self, overdue: float) -> None:
         """The lease's deadline passed (called in the hub): declare the session lost."""
@@ -241,6 +258,8 @@ class SessionKeeper:
         self.losses += 1
         self.last_loss_reason = reason
         self.lease.end()
+        if self.heartbeats is not None:
+            self.heartbeats.halt()
         log.error("session-lost", session=session_id, reason=reason)
         self.lost.set()
 
@@ -272,6 +291,6 @@ class SessionKeeper:
         self._join_greenlets()
 
     def _join_greenlets(self) -> None:
-        greenlets, self._greenlets = self._greenlets, []
-        current = gevent.getcurrent()
-        gevent.killall([g for g in greenlets if g is not current], block=True, timeout=2.0)
+        heartbeats, self.heartbeats = self.heartbeats, None
+        if heartbeats is not None:
+            heartbeats.stop()

@@ -90,16 +90,16 @@ def test_a_crashed_heartbeat_gives_up_the_session_and_health_returns_with_the_ne
         assert cluster.wait_until(lambda: node.healthy, 5)
         keeper = node.coordinator.session
         first = keeper.session_id
-        original = keeper._heartbeat
+        original = keeper._send
         crashed: list[str] = []
 
-        def heartbeat_once(session_id: str, signal: str) -> None:
-            if not crashed:
+        def send_once(api: object, signal: str, session_id: str) -> None:
+            if session_id not in ("", first) and not crashed:
                 crashed.append(signal)
                 raise Boom("injected")
-            original(session_id, signal)
+            original(api, signal, session_id)
 
-        keeper._heartbeat = heartbeat_once  # the next session's heartbeats crash once
+        keeper._send = send_once  # the next session's first heartbeat crashes
         keeper.mark_lost(first, "test")
         assert cluster.wait_until(lambda: crashed and keeper.session_id not in (None, first)
                                   and keeper.losses >= 2, 10)
