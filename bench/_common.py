@@ -12,13 +12,31 @@ from gevent import monkey
 if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
+import contextlib  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import structlog  # noqa: E402
+
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[str]:
+    """A scratch folder for one section, removed afterwards unless ``VOLTHA_BENCH_KEEP=1``
+    (then its path is printed: node logs and ledgers to look into after a bad run)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    keep = os.environ.get("VOLTHA_BENCH_KEEP") == "1"
+    try:
+        yield path
+    finally:
+        if keep:
+            emit(f"(kept {path})\n")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def quiet_logs() -> None:

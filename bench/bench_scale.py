@@ -22,7 +22,6 @@ its later phases are skipped. Nothing fails on a number.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def run(quick: bool, only: str | None = None) -> dict:
     results: dict[str, Any] = {"settings": settings, "sizes": {}}
     rows: list[tuple] = []
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="voltha-bench-scale-") as tmp:
+    with _common.workdir("voltha-bench-scale-") as tmp:
         for items, nodes, limits in QUICK if quick else FULL:
             key = f"{items}x{nodes}"
             if only and key != only:
