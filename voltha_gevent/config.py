@@ -83,6 +83,7 @@ class Config:
     lock_delay: float = 4.0
     stop_timeout: float = 4.0
     handover_timeout: float = 30.0
+    drain_timeout: float = 30.0
     max_loop_stall: float = 20.0
     watch_wait: float = 60.0
     seed_workload: int = 0
@@ -152,7 +153,8 @@ class Config:
             _bad("lock_delay", self.lock_delay, "Consul accepts 0 to 60 seconds")
         if self.check_ttl and not 1 <= self.check_ttl < self.session_ttl * 2:
             _bad("check_ttl", self.check_ttl, "0 (off) or 1 s up to twice the session TTL")
-        for name in ("soak", "max_soak_delay", "worker_soak", "stop_timeout", "handover_timeout"):
+        for name in ("soak", "max_soak_delay", "worker_soak", "stop_timeout", "handover_timeout",
+                     "drain_timeout"):
             if getattr(self, name) < 0:
                 _bad(name, getattr(self, name), "must not be negative")
         if self.max_soak_delay and self.max_soak_delay < self.soak:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import gevent
@@ -272,6 +273,14 @@ class Coordinator:
     def _make_leader(self, epoch: int) -> Any:
         assert self.leader_class is not None
         return self.leader_class(self)
+
+    def set_draining(self, draining: bool) -> None:
+        """Say in this node's member record whether it hands its items over (the leader then
+        assigns it none); kept for later sessions of this process, gone with the process."""
+        self.record = replace(self.record, draining=draining)
+        if self.membership is not None:
+            self.membership.update(self.record)
+        log.info("draining" if draining else "undrained", instance_id=self.instance_id)
 
     # -- members view ------------------------------------------------------------------
 

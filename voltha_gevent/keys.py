@@ -7,6 +7,8 @@
     <prefix>/workload/<item>               administrator's items; value opaque to voltha-gevent
     <prefix>/assignments/<member>/<item>   written by the leader; value: JSON {"epoch": N}
     <prefix>/owners/<item>                 lock held by the owning worker's session; value: instance id
+    <prefix>/drain/<member>                operator's drain of a member (any value; its presence counts)
+    <prefix>/pins/<item>                   operator's pin of an item; value: the member's instance id
 
 Items and members are direct children of their folder; anything nested deeper, or with a
 name outside :data:`NAME_RE`, is not ours to interpret and is skipped by the readers.
@@ -68,6 +70,20 @@ class Keys:
     def owner(self, item: str) -> str:
         return f"{self.owners}{item}"
 
+    @property
+    def drains(self) -> str:
+        return f"{self.prefix}/drain/"
+
+    def drain(self, member: str) -> str:
+        return f"{self.drains}{member}"
+
+    @property
+    def pins(self) -> str:
+        return f"{self.prefix}/pins/"
+
+    def pin(self, item: str) -> str:
+        return f"{self.pins}{item}"
+
 
 def child_name(folder: str, key: str) -> str | None:
     """The direct child's name of ``key`` under ``folder``, or None (nested, bad, the folder)."""
@@ -96,3 +112,20 @@ def split_assignment(folder: str, key: str) -> tuple[str, str] | None:
     if len(parts) != 2 or not all(valid_name(p) for p in parts):
         return None
     return parts[0], parts[1]
+
+
+def drained_members(folder: str, names: Iterable[str]) -> set[str]:
+    """Members named by the ``drain/<member>`` keys of a key listing of ``folder``."""
+    return {name for name in (child_name(folder, key) for key in names) if name is not None}
+
+
+def parse_pins(folder: str, entries: Iterable[Any]) -> dict[str, str]:
+    """item -> member from a listing of ``pins/``; a pin whose value is not a valid member
+    name is left out (it could only ever mean "nowhere")."""
+    pins = {}
+    for entry in entries:
+        item = child_name(folder, entry.key)
+        member = (entry.text() or "").strip()
+        if item is not None and valid_name(member):
+            pins[item] = member
+    return pins

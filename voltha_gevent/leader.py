@@ -12,21 +12,21 @@ States (:class:`LeaderState`)::
     REASSIGNING --change meanwhile--> SOAKING (exactly one more run afterwards)
     any --stop() or fenced write rejected--> HALTED
 
-A reassignment computes the desired map with :mod:`voltha_gevent.assignment`, diffs it
-against the published ``assignments/`` and writes the changes in batches of at most 64
-operations. Handover is graceful: an item moving from A to B is first revoked from A; B is
-granted it only once A's ownership lock ``owners/<item>`` is gone (A's worker released it,
-or A's session died), or after ``handover_timeout`` (``handover-timeout``), when B's worker
-still cannot run it before taking that lock. Entries for unknown items or dead members are
-removed; malformed entries are logged, counted and skipped.
+A reassignment computes the desired map with :mod:`voltha_gevent.assignment` under the
+operator's drains and pins (:mod:`voltha_gevent.placement`; a draining member, this leader
+included, keeps its record and gets no items), diffs it against the published
+``assignments/`` and writes the changes in batches of at most 64 operations. Handover is
+graceful: an item moving from A to B is first revoked from A; B is granted it only once
+A's ownership lock ``owners/<item>`` is gone (A's worker released it, or A's session died),
+or after ``handover_timeout`` (``handover-timeout``), when B's worker still cannot run it
+before taking that lock. Entries for unknown items or dead members are removed; malformed
+entries are logged, counted and skipped.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING
 
 import gevent
@@ -34,11 +34,13 @@ import gevent.event
 import gevent.pool
 import structlog
 
-from .assignment import AssignmentPolicy, desired_assignment
+from .assignment import AssignmentPolicy
 from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
 from .errors import ConsulRejected, NotLeader, Stopped, TransactionFailed
 from .keys import Keys, child_name, held_owners, split_assignment
-from .membership import MemberParseStats, MemberRecord, parse_members
+from .leader_state import LeaderState, LeaderStats, View
+from .membership import MemberParseStats, parse_members
+from .placement_watch import PlacementWatch
 from .supervision import supervise
 from .watch import Watch, WatchKind
 
@@ -57,38 +59,6 @@ ONE_OWNERS_READ = 10.0
 #: keys it wrote itself is taken for its own writes still on their way (a snapshot taken
 #: between two of its batches), not another writer's.
 OWN_WRITES_GRACE = 5.0
-
-
-class LeaderState(Enum):
-    STARTING = "starting"
-    SOAKING = "soaking"
-    REASSIGNING = "reassigning"
-    IDLE = "idle"
-    HALTED = "halted"
-
-
-@dataclass
-class LeaderStats:
-    reassignments: int = 0
-    last_duration: float = 0.0
-    moved: int = 0
-    granted: int = 0
-    revoked: int = 0
-    handover_timeouts: int = 0
-    skipped_entries: int = 0
-    handovers: int = 0
-    handover_total_seconds: float = 0.0
-    handover_seconds: list[float] = field(default_factory=list)  # the most recent 1,000
-
-
-@dataclass
-class View:
-    """The leader's latest picture of the cluster."""
-
-    members: dict[str, MemberRecord] = field(default_factory=dict)
-    items: set[str] = field(default_factory=set)
-    assigned: dict[str, set[str]] = field(default_factory=dict)  # item -> members with an entry
-    owners: dict[str, str] = field(default_factory=dict)  # item -> instance id holding owners/<item>
 
 
 class Leader:
@@ -125,12 +95,14 @@ class Leader:
         self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
         self.assignments_watch = Watch(watch_api, self.keys.assignments, self._on_assignments,
                                        kind=WatchKind.KEYS, wait=wait, name="leader-assignments")
+        self.placement = PlacementWatch(watch_api, self.keys, wait=wait, on_change=self._dirty.set)
         self.watches = [
             Watch(watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE, wait=wait,
                   name="leader-members"),
             Watch(watch_api, self.keys.workload, self._on_workload, kind=WatchKind.KEYS, wait=wait,
                   separator="/", name="leader-workload"),
             self.assignments_watch,
+            *self.placement.watches,
         ]
         self._published: set[tuple[str, str]] | None = None
         self._writing = 0
@@ -152,7 +124,6 @@ class Leader:
             return
         self.state = LeaderState.HALTED
         self._stop.set()
-        self.owners_watch.stop()
         for watch in self.watches:
             watch.stop()
         self.owners_watch.stop()
@@ -274,8 +245,7 @@ class Leader:
         self._refresh_assignments()
         view = self.view
         current = {item: next(iter(sorted(ms))) for item, ms in view.assigned.items() if ms}
-        weights = {m: r.capacity for m, r in view.members.items()}
-        self.desired = desired_assignment(weights, view.items, current, self.policy)
+        self.desired = self.placement.assign(view.members, view.items, current, self.policy)
         revokes = [(m, item) for item, ms in view.assigned.items() for m in ms
                    if self.desired.get(item) != m]
         for m, item in revokes:
@@ -297,10 +267,7 @@ class Leader:
         granted = self._complete_handovers(revoke_ops)
         self._prune_stale_members()
         duration = time.monotonic() - started
-        self.stats.reassignments += 1
-        self.stats.last_duration = duration
-        self.stats.moved += moved
-        self.stats.revoked += len(revokes)
+        self.stats.record_reassignment(duration, moved=moved, revoked=len(revokes))
         log.info("reassign-work", epoch=self.epoch, items=len(view.items), members=len(view.members),
                  moved=moved, granted=granted, revoked=len(revokes), pending=len(self.pending_since),
                  duration=round(duration, 4))
@@ -356,10 +323,7 @@ class Leader:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
             self.handover_from.pop(item, None)
-            self.stats.handover_seconds.append(now - since)
-            self.stats.handovers += 1
-            self.stats.handover_total_seconds += now - since
-        del self.stats.handover_seconds[:-1000]
+            self.stats.record_handover(now - since)
         self.stats.granted += len(grants)
         self._owners_needed()
         return len(grants)

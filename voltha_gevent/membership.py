@@ -39,6 +39,9 @@ class MemberRecord:
     capacity: float = 1.0
     version: str = __version__
     started_at: float = 0.0
+    #: The node itself asked to hand its items over (``Node.drain()``, SIGTERM): it dies
+    #: with the session, unlike an operator's ``drain/<member>`` key.
+    draining: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -59,6 +62,7 @@ class MemberRecord:
                 capacity=capacity,
                 version=str(data.get("version", "")),
                 started_at=float(data.get("started_at", 0.0)),
+                draining=data.get("draining") is True,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"record lacks a usable field: {exc}") from exc
@@ -148,6 +152,11 @@ class MembershipKeeper:
 
     def stop(self, *, release: bool = False) -> None:
         self.lock.stop(release=release)
+
+    def update(self, record: MemberRecord) -> None:
+        """Publish a changed record (e.g. ``draining``) by re-acquiring with our session."""
+        self.record = record
+        self.lock.update_value(record.to_json())
 
     def _on_acquired(self, entry: KVEntry) -> None:
         self.joined_at = time.time()

@@ -18,12 +18,15 @@ greenlet), and :meth:`Node.start` fails with :class:`NotMonkeyPatched` when it i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.monkey
+import structlog
 
 from . import supervision
 from .config import Config
@@ -37,6 +40,11 @@ from .revocation import RevokeBarrier
 from .seed import seed_workload
 from .watch import WatchStats
 from .worker import AssignmentHandler, CallbackHandler, Worker
+
+log = structlog.get_logger(__name__)
+
+#: How often :meth:`Node.drain` looks whether this node still holds an item (seconds).
+DRAIN_RECHECK = 0.1
 
 
 class NotMonkeyPatched(VolthaError):
@@ -100,6 +108,39 @@ class Node:
         supervision.bind_instance(seeder, self.instance_id)
         supervision.supervise(seeder, "seed-workload")
         return seeder
+
+    def drain(self, timeout: float | None = None, *, cancel: gevent.event.Event | None = None) -> bool:
+        """Hand every item over gracefully while staying a member (and the leader, if it leads).
+
+        Marks this node's member record ``draining``: the leader assigns it nothing and moves
+        its items one by one through the usual handover, so each is interrupted only for
+        that handover (stopping instead would add the leader's soak). Then waits until this
+        node holds nothing, ``timeout`` seconds (None: no limit) or ``cancel`` is set; True
+        when it holds nothing. The mark lasts until :meth:`undrain` or the process ends.
+        """
+        self.coordinator.set_draining(True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cancel = cancel or gevent.event.Event()
+        while self._held():
+            remaining = DRAIN_RECHECK if deadline is None else min(DRAIN_RECHECK, deadline - time.monotonic())
+            if remaining <= 0 or cancel.wait(remaining):
+                log.warning("drain-incomplete", instance_id=self.instance_id, held=len(self._held()))
+                return False
+        log.info("drained", instance_id=self.instance_id)
+        return True
+
+    def undrain(self) -> None:
+        """Take items again (undoes :meth:`drain`; an operator's ``drain/<member>`` key stays)."""
+        self.coordinator.set_draining(False)
+
+    @property
+    def draining(self) -> bool:
+        """This node asked to hand its items over (:meth:`drain`)."""
+        return self.coordinator.record.draining
+
+    def _held(self) -> set[str]:
+        """Items this node runs, is assigned, takes up or still revokes."""
+        return self.owned() | self.pending() | self.revoking() | self.worker.assigned
 
     def stop(self, timeout: float = 5.0) -> None:
         """Revoke all work, leave the cluster (destroying the session), stop greenlets."""
@@ -210,6 +251,7 @@ class Node:
             "leader": self.leader_id,
             "epoch": self.epoch,
             "is_leader": self.is_leader,
+            "draining": self.draining,
             "members": {m: asdict(r) for m, r in sorted(self.members().items())},
             "owned": sorted(self.owned()),
             "pending": sorted(self.pending()),
