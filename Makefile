@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSUL_CACHE := .cache/consul/usr/bin/consul
 
-.PHONY: help install consul run test test-unit test-integration lint bench bench-quick clean
+.PHONY: help install consul prometheus run test test-unit test-integration lint bench bench-quick clean
 
 help:
 	@echo "make run    - run one node (starts a local Consul dev agent if none answers on localhost:8500)"
@@ -25,17 +25,21 @@ install: $(STAMP)
 consul:
 	@./scripts/install-consul.sh >/dev/null
 
+# Prometheus + promtool (Debian bookworm's package) for the alert-rule and monitoring tests.
+prometheus:
+	@./scripts/install-prometheus.sh >/dev/null
+
 run: install consul
 	CONSUL_BIN="$$(./scripts/install-consul.sh)" $(BIN)/voltha-gevent run $(ARGS)
 
-test: install consul
-	CONSUL_BIN="$$(./scripts/install-consul.sh)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install consul prometheus
+	CONSUL_BIN="$$(./scripts/install-consul.sh)" PROMETHEUS_BIN="$$(./scripts/install-prometheus.sh)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: install
-	$(BIN)/python -m pytest -m "not consul" $(PYTEST_ARGS)
+test-unit: install prometheus
+	PROMETHEUS_BIN="$$(./scripts/install-prometheus.sh)" $(BIN)/python -m pytest -m "not consul" $(PYTEST_ARGS)
 
-test-integration: install consul
-	CONSUL_BIN="$$(./scripts/install-consul.sh)" $(BIN)/python -m pytest -m consul $(PYTEST_ARGS)
+test-integration: install consul prometheus
+	CONSUL_BIN="$$(./scripts/install-consul.sh)" PROMETHEUS_BIN="$$(./scripts/install-prometheus.sh)" $(BIN)/python -m pytest -m consul $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check voltha_gevent tests bench $(wildcard examples)

@@ -1,6 +1,7 @@
 """Shared fixtures: the mocked Consul, a real dev agent, and clients for both.
 
-A missing Consul binary skips the real-agent tests locally and FAILS them when ``CI=true``.
+A missing Consul (or Prometheus) binary skips the tests that need it locally and FAILS them
+when ``CI=true``.
 The logic lives in :mod:`voltha_gevent.testing`; keep this file thin.
 """
 
@@ -20,6 +21,7 @@ from voltha_gevent.testing import summary
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, ConsulBinaryNotFound, DevAgent, find_consul_binary
 from voltha_gevent.testing.fake_consul import FakeConsul, ManualClock
 from voltha_gevent.testing.processes import POOL_FULL, pool_full_warnings
+from voltha_gevent.testing.prometheus import PrometheusNotFound, find_prometheus_binary, find_promtool
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,6 +74,27 @@ def consul_bin() -> str:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true and no Consul binary: {exc}")
         pytest.skip(f"no Consul binary: {exc}")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Path of a Prometheus binary (promtool next to it); skipped locally, failed under CI=true."""
+    try:
+        return find_prometheus_binary()
+    except PrometheusNotFound as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no Prometheus binary: {exc}")
+        pytest.skip(f"no Prometheus binary: {exc}")
+
+
+@pytest.fixture(scope="session")
+def promtool_bin(prometheus_bin: str) -> str:
+    try:
+        return find_promtool(prometheus_bin)
+    except PrometheusNotFound as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no promtool: {exc}")
+        pytest.skip(f"no promtool: {exc}")
 
 
 @pytest.fixture(scope="session")
