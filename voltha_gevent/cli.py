@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a local 'consul agent -dev' on localhost:8500 when none answers and no "
                           "address is configured (auto, default)")
     run.add_argument("--report-file", help="demo handler: append a JSON line per start/stop of work")
+    run.add_argument("--exec", dest="exec_command", metavar="'CMD ARGS...'",
+                     help="run this program once per owned item ({item} in ARGS is the item; environment "
+                          "VOLTHA_ITEM, VOLTHA_FENCE_TOKEN, VOLTHA_INSTANCE_ID, VOLTHA_ITEM_VALUE_FILE; the "
+                          "value on stdin); stopped by a guard within the fencing budget; no dispatcher")
     run.add_argument("--ledger-file", help="test work: items tick into this append-only ledger for an "
                                           "external audit (voltha_gevent.testing.ledger); no dispatcher")
     run.add_argument("--ledger-tick", type=float, default=0.05, help="seconds between ledger ticks")
@@ -194,14 +198,14 @@ def run(config: Config, args: argparse.Namespace) -> int:
     from .http import HttpEndpoint
     from .node import Node
 
+    handler: Any = _work_handler(config, args)  # a bad --exec stops here, before any agent starts
     agent = _maybe_embedded_consul(config, args.embedded_consul)
-    handler: Any = _ledger_work(config, args) if args.ledger_file else DemoHandler(config.instance_id,
-                                                                                   args.report_file)
     node = Node(config, handler=handler)
-    if args.ledger_file:
+    own_work = bool(args.ledger_file or args.exec_command)  # neither serves dispatched requests
+    if own_work:
         handler.attach(node)
     endpoint = HttpEndpoint(node, config.rest_bind, config.rest_port)
-    dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch and not args.ledger_file else None
+    dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch and not own_work else None
     done = gevent.event.Event()
 
     def shutdown(signum: int = signal.SIGTERM) -> None:
@@ -227,12 +231,29 @@ def run(config: Config, args: argparse.Namespace) -> int:
             dispatcher.linger()  # peers still forwarding here are told "not owner", not reset
         endpoint.stop()
     finally:
+        if args.exec_command:
+            handler.close()  # after node.stop(): every item was revoked, its process group reaped
         if agent is not None:
             agent.stop()
     if node.failed.is_set():
         sys.stderr.write(f"voltha-gevent: {node.unhealthy_reason()}\n")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _work_handler(config: Config, args: argparse.Namespace) -> Any:
+    """``--exec`` (exec mode), ``--ledger-file`` (test work), else the demo handler."""
+    if args.exec_command:
+        from .exec_work import ExecWork, parse_command
+
+        try:
+            command = parse_command(args.exec_command)
+        except ValueError as exc:
+            raise ConfigError(str(exc), setting="exec") from exc
+        return ExecWork(command, config.instance_id, stop_timeout=config.stop_timeout)
+    if args.ledger_file:
+        return _ledger_work(config, args)
+    return DemoHandler(config.instance_id, args.report_file)
 
 
 def _ledger_work(config: Config, args: argparse.Namespace) -> Any:
