@@ -70,6 +70,15 @@ def test_promtool_check_rules(promtool_bin: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_promtool_check_example_config(promtool_bin: str) -> None:
+    """The config the README tells readers to start Prometheus with, and the rules it loads."""
+    config = RULES_FILE.with_name("prometheus.yml")
+    done = subprocess.run([promtool_bin, "check", "config", str(config)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 rule files found" in done.stdout
+
+
 def test_promtool_rule_unit_tests(promtool_bin: str) -> None:
     files = _rule_tests()
     assert files, f"no promtool tests in {RULE_TESTS_DIR}"
