@@ -1,4 +1,5 @@
-"""Operator commands: ``status``, ``workload list|add|remove`` and ``assignments``.
+"""Operator commands: ``status``, ``workload list|add|remove`` and ``assignments``
+(``drain``, ``undrain`` and ``workload pin|unpin`` are in :mod:`voltha_gevent.admin_placement`).
 
 Each command reads (or, for ``workload``, edits) the key layout of :mod:`voltha_gevent.keys`
 through one short-timeout :class:`ConsulAPI` client and prints to stdout; nothing here runs
@@ -25,12 +26,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .assignment import desired_assignment
 from .config import Config
 from .consul_api import MAX_VALUE_BYTES, ConsulAPI, make_client
 from .errors import ConsulRejected, ConsulUnavailable, NotConsulAgent, PermissionDenied, VolthaError
-from .keys import Keys, child_name, held_owners, split_assignment, valid_name
+from .keys import Keys, child_name, drained_members, held_owners, parse_pins, split_assignment, valid_name
 from .membership import MemberRecord, parse_members
+from .placement import Placement, placed_assignment
 
 #: Timeout of every admin call: an operator waits this long at most per request, no retries.
 ADMIN_TIMEOUT = 5.0
@@ -48,10 +49,14 @@ class InputError(VolthaError):
 
 def dispatch(config: Config, args: argparse.Namespace) -> int:
     """Run the admin command in ``args.command``; the process exit code."""
+    from .admin_placement import cmd_drain  # it imports this module's helpers
+
     commands: dict[str, Callable[[ConsulAPI, Keys, argparse.Namespace], int]] = {
         "status": cmd_status,
         "workload": cmd_workload,
         "assignments": cmd_assignments,
+        "drain": cmd_drain,
+        "undrain": cmd_drain,
     }
     command = commands.get(args.command)
     if command is None:
@@ -109,6 +114,13 @@ class ClusterView:
     assigned: dict[str, list[str]]  # item -> members with an assignments/ key for it
     owners: dict[str, str]  # item -> instance id holding owners/<item>
     desired: dict[str, str] = field(default_factory=dict)
+    drains: set[str] = field(default_factory=set)  # members with an operator's drain/<member>
+    pins: dict[str, str] = field(default_factory=dict)  # item -> member, from pins/<item>
+
+    def draining(self, member: str) -> bool:
+        """Drained by an operator, or draining itself (its record says so)."""
+        record = self.members.get(member)
+        return member in self.drains or bool(record and record.draining)
 
     def assignee(self, item: str) -> str | None:
         """The live member the item is published to (the leader's own tie-break: first by name)."""
@@ -140,6 +152,8 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
     _, item_keys = api.keys(keys.workload)
     _, assignment_keys = api.keys(keys.assignments)
     _, owner_entries = api.list(keys.owners)
+    _, drain_keys = api.keys(keys.drains)
+    _, pin_entries = api.list(keys.pins)
     assigned: dict[str, list[str]] = {}
     for key in assignment_keys:
         parsed = split_assignment(keys.assignments, key)
@@ -154,10 +168,13 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
         items=items,
         assigned={item: sorted(ms) for item, ms in assigned.items()},
         owners=owners,
+        drains=drained_members(keys.drains, drain_keys),
+        pins=parse_pins(keys.pins, pin_entries),
     )
     current = {item: ms[0] for item, ms in view.assigned.items()}
     weights = {name: record.capacity for name, record in view.members.items()}
-    view.desired = desired_assignment(weights, items, current)
+    placement = Placement(frozenset(m for m in view.members if view.draining(m)) | view.drains, view.pins)
+    view.desired = placed_assignment(weights, items, current, placement)
     return view
 
 
@@ -183,6 +200,7 @@ def status_report(view: ClusterView, prefix: str) -> dict[str, Any]:
             "external_host": record.external_host, "rest_port": record.rest_port,
             "capacity": record.capacity, "version": record.version,
             "assigned": assigned, "owned": owned, "leader": name == view.leader,
+            "draining": view.draining(name),
         })
     return {
         "prefix": prefix,
@@ -192,6 +210,7 @@ def status_report(view: ClusterView, prefix: str) -> dict[str, Any]:
         "workload_items": len(view.items),
         "unassigned": view.unassigned(),
         "in_handover": view.in_handover(),
+        "pins": view.pins,
     }
 
 
@@ -206,9 +225,10 @@ def render_status(report: dict[str, Any]) -> str:
         "",
     ]
     rows = [[m["instance_id"] + (" *" if m["leader"] else ""), m["internal_host"], m["external_host"],
-             str(m["rest_port"]), f"{m['capacity']:g}", str(m["assigned"]), str(m["owned"])]
-            for m in report["members"]]
-    lines += _table(["MEMBER", "INTERNAL", "EXTERNAL", "REST", "CAPACITY", "ASSIGNED", "OWNED"], rows)
+             str(m["rest_port"]), f"{m['capacity']:g}", str(m["assigned"]), str(m["owned"]),
+             "draining" if m["draining"] else "active"] for m in report["members"]]
+    header = ["MEMBER", "INTERNAL", "EXTERNAL", "REST", "CAPACITY", "ASSIGNED", "OWNED", "STATE"]
+    lines += _table(header, rows)
     if not rows:
         lines.append("(no live members)")
     if unassigned:
@@ -216,6 +236,8 @@ def render_status(report: dict[str, Any]) -> str:
     if handover:
         lines += ["", "in handover: " + _some(
             f"{h['item']} ({h['owner'] or 'nobody'} -> {h['assigned']})" for h in handover)]
+    if report["pins"]:
+        lines += ["", "pinned: " + _some(f"{item} -> {m}" for item, m in sorted(report["pins"].items()))]
     return "\n".join(lines)
 
 
@@ -236,6 +258,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def cmd_workload(api: ConsulAPI, keys: Keys, args: argparse.Namespace) -> int:
+    if args.action in ("pin", "unpin"):
+        from .admin_placement import cmd_pin
+
+        return cmd_pin(api, keys, args)
     if args.action == "list":
         _, item_keys = api.keys(keys.workload)
         for name in sorted(n for key in item_keys if (n := child_name(keys.workload, key))):

@@ -1,4 +1,4 @@
-"""Command line: ``voltha-gevent run|status|workload|assignments``.
+"""Command line: ``voltha-gevent run|status|workload|assignments|drain|undrain``.
 
 The entry point monkey-patches first (before anything imports ``requests``), configures
 logging once, and wires SIGTERM/SIGINT to one ``shutdown()``. Exit codes: 0 success, 1
@@ -56,6 +56,8 @@ _SETTING_FLAGS = {
     "lock_delay": "Consul lock-delay seconds, 0-60 (default 4)",
     "stop_timeout": "seconds on_revoked may take before the work is killed (default 4)",
     "handover_timeout": "seconds the leader waits for an old owner (default 30)",
+    "drain_timeout": "on SIGTERM, seconds to wait for this node's items to be handed over before "
+                     "stopping (default 30, 0 = stop at once; a second signal stops at once)",
     "max_loop_stall": "a node whose event loop is stuck this long gives its session up (default 20)",
     "watch_wait": "blocking-query wait seconds (default 60)",
     "seed_workload": "demo: create device_group_0001..N if absent, once at start",
@@ -112,8 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
                                             "at most 512 KiB")
     remove = wsub.add_parser("remove", help="remove items")
     remove.add_argument("items", nargs="+", metavar="ITEM", help="item names")
-    for action in (listing, add, remove):
+    pin = wsub.add_parser("pin", help="run an item on one member",
+                          description="The item runs on MEMBER while it is live and not draining; "
+                                      "otherwise the ring places it. Replaces an earlier pin.")
+    pin.add_argument("item", metavar="ITEM", help="an item of the workload")
+    pin.add_argument("member", metavar="MEMBER", help="instance id")
+    unpin = wsub.add_parser("unpin", help="let the ring place items again")
+    unpin.add_argument("items", nargs="+", metavar="ITEM", help="item names")
+    for action in (listing, add, remove, pin, unpin):
         _client_flags(action, nested=True)
+    drain = sub.add_parser("drain", help="move a member's items away; it stays a member",
+                           description="The leader hands the member's items over one handover each "
+                                       "and assigns it none until 'undrain'.")
+    undrain = sub.add_parser("undrain", help="let a drained member take items again")
+    for action in (drain, undrain):
+        _client_flags(action)
+        action.add_argument("member", metavar="MEMBER", help="instance id")
+    drain.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait until the member holds no item (exit 1 after SECONDS)")
     assignments = sub.add_parser("assignments", help="who should own and who owns items",
                                  description="Per item, ordered by member: the published assignment, "
                                              "what the assignment function wants for the live members "
@@ -206,10 +224,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
         handler.attach(node)
     endpoint = HttpEndpoint(node, config.rest_bind, config.rest_port)
     dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch and not own_work else None
-    done = gevent.event.Event()
+    done, hurry = gevent.event.Event(), gevent.event.Event()
 
     def shutdown(signum: int = signal.SIGTERM) -> None:
-        if not done.is_set():
+        if done.is_set():
+            hurry.set()  # a second signal: skip the rest of the drain
+        else:
             log.info("shutting-down", signal=signal.Signals(signum).name)
             done.set()
 
@@ -224,6 +244,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
             dispatcher.start()
         log.info("node-running", instance_id=config.instance_id, consul=config.consul, prefix=config.prefix)
         gevent.wait([done, node.failed], count=1)
+        if config.drain_timeout and not node.failed.is_set():
+            node.drain(config.drain_timeout, cancel=hurry)  # one handover per item, not soak + handover
         if dispatcher is not None:
             dispatcher.stop()
         node.stop()

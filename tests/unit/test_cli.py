@@ -237,8 +237,10 @@ def test_status_table(capsys, cluster):
     assert lines[1].split() == ["leader", "a", "epoch", "1"]
     assert "5 items, 1 unassigned, 1 in handover" in out
     header = next(line for line in lines if line.startswith("MEMBER"))
-    assert header.split() == ["MEMBER", "INTERNAL", "EXTERNAL", "REST", "CAPACITY", "ASSIGNED", "OWNED"]
-    assert any(line.split() == ["a", "*", "10.0.0.1", "ext-a", "8001", "1", "3", "2"] for line in lines)
+    assert header.split() == ["MEMBER", "INTERNAL", "EXTERNAL", "REST", "CAPACITY", "ASSIGNED", "OWNED",
+                              "STATE"]
+    row = ["a", "*", "10.0.0.1", "ext-a", "8001", "1", "3", "2", "active"]
+    assert any(line.split() == row for line in lines)
     assert "in handover: i4 (b -> a)" in out and "unassigned: i5" in out
 
 
