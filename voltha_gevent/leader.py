@@ -104,9 +104,12 @@ class Leader:
             self.assignments_watch,
             *self.placement.watches,
         ]
-        self._published: set[tuple[str, str]] | None = None
+        # Raw key strings, not parsed pairs: at 100,000 items the assignments watch delivers
+        # 100,000 keys, and parsing each (a regex per segment) cost more than the listing.
+        self._published: set[str] | None = None
+        self._expected: set[str] | None = None  # keys view.assigned implies; None: recompute
         self._writing = 0
-        self._own_writes: set[tuple[str, str]] = set()  # (member, item) keys written lately
+        self._own_writes: set[str] = set()  # assignment keys written lately
         self._quiet_since: float | None = coordinator.members_changed_at or None
         self._own_writes_at = 0.0
 
@@ -166,24 +169,31 @@ class Leader:
         self._owners_changed.set()
 
     def _on_assignments(self, names: list[str]) -> None:
-        parsed = (split_assignment(self.keys.assignments, key) for key in names)
-        self._published = {p for p in parsed if p is not None}
+        self._published = set(names)
         self._check_published()
+
+    def _expected_keys(self) -> set[str]:
+        """The assignment keys :attr:`view.assigned` implies (cached until it changes)."""
+        if self._expected is None:
+            assigned = self.view.assigned
+            self._expected = {self.keys.assignment(m, item) for item, ms in assigned.items() for m in ms}
+        return self._expected
 
     def _check_published(self) -> None:
         """Reassign when ``assignments/`` differs from what this leader wrote (another writer)."""
         if self._published is None or self._writing or self.state is LeaderState.REASSIGNING:
             return  # our own writes are in flight; checked again once they are done
-        expected = {(m, item) for item, ms in self.view.assigned.items() for m in ms}
-        differences = self._published ^ expected
+        expected = self._expected_keys()
+        differences = {key for key in self._published ^ expected  # malformed keys are not ours
+                       if split_assignment(self.keys.assignments, key) is not None}
         if not differences:
             self._own_writes = set()
             return
         if differences <= self._own_writes and time.monotonic() - self._own_writes_at < OWN_WRITES_GRACE:
             return  # a snapshot of our own batches in flight: the next one will show them all
         if not self._dirty.is_set():
-            log.info("assignments-changed-elsewhere", extra=len(self._published - expected),
-                     missing=len(expected - self._published))
+            log.info("assignments-changed-elsewhere", extra=len(differences - expected),
+                     missing=len(differences & expected))
             self._dirty.set()
 
     def _skip(self, key: str, why: str) -> None:
@@ -250,6 +260,7 @@ class Leader:
                    if self.desired.get(item) != m]
         for m, item in revokes:
             view.assigned.get(item, set()).discard(m)
+        self._expected = None
         now = time.monotonic()
         self.pending_since = {item: self.pending_since.get(item, now) for item, m in self.desired.items()
                               if m not in view.assigned.get(item, set())}
@@ -286,6 +297,7 @@ class Leader:
             member, item = parsed
             assigned.setdefault(item, set()).add(member)
         self.view.assigned = assigned
+        self._expected = None
 
     def _complete_handovers(self, first: list[TxnOp] | None = None) -> int:
         """Grant pending items whose old owner let go (or whose handover timed out).
@@ -319,6 +331,7 @@ class Leader:
         grants.sort()
         grant_ops = [TxnOp.set(self.keys.assignment(m, item), value) for m, item, _ in grants]
         self._write([*(first or []), *grant_ops])
+        self._expected = None
         for member, item, since in grants:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
@@ -366,9 +379,7 @@ class Leader:
             return
         guard = [TxnOp.check_session(self.keys.leader, self.session_id)]
         batches = list(chunked(ops, guard, TXN_MAX_OPS))
-        written = {parsed for parsed in (split_assignment(self.keys.assignments, op.key) for op in ops)
-                   if parsed is not None}
-        self._own_writes |= written
+        self._own_writes |= {op.key for op in ops if op.key.startswith(self.keys.assignments)}
         pool = gevent.pool.Pool(TXN_CONCURRENCY)
         # A big write phase would have the assignments watch download and parse the whole,
         # growing folder after every batch - only to be ignored as our own writes. It reads
