@@ -35,8 +35,8 @@ EXPOSE 8880
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('VOLTHA_REST_PORT', '8880'), timeout=3)"]
 
-# SIGTERM starts a graceful leave (work handed over, session destroyed): give the container
-# a stop timeout above VOLTHA_STOP_TIMEOUT, e.g. `docker stop -t 30`.
+# SIGTERM starts a graceful leave (items drained by handover, then the session destroyed): give
+# the container a stop timeout above VOLTHA_DRAIN_TIMEOUT + VOLTHA_STOP_TIMEOUT, e.g. `docker stop -t 40`.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["voltha-gevent"]
 # Never start an embedded dev agent inside a container: Consul is always external here.
