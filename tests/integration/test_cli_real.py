@@ -198,7 +198,8 @@ def test_consul_unreachable_exits_1_with_a_clear_message():
 
 HELP = [["--help"], ["run", "--help"], ["status", "--help"], ["workload", "--help"],
         ["workload", "list", "--help"], ["workload", "add", "--help"], ["workload", "remove", "--help"],
-        ["assignments", "--help"]]
+        ["assignments", "--help"], ["drain", "--help"], ["undrain", "--help"], ["workload", "pin", "--help"],
+        ["workload", "unpin", "--help"]]
 
 
 @pytest.mark.parametrize("argv", HELP, ids=[" ".join(a) for a in HELP])

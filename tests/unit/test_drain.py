@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from voltha_gevent.config import Config
+from voltha_gevent.errors import ConfigError
 from voltha_gevent.keys import Keys, drained_members, parse_pins
 from voltha_gevent.placement import Placement, placed_assignment
 from voltha_gevent.testing.fake_consul import FakeConsul
@@ -132,3 +134,11 @@ def test_drain_gives_up_at_its_timeout_when_nothing_can_move():
         node.coordinator.leader.stop()  # no leader acts on the mark: the items stay
         assert node.drain(timeout=0.5) is False
         assert node.owned() == set(ITEMS)
+
+
+def test_drain_timeout_is_a_validated_setting():
+    assert Config.load(environ={}).drain_timeout == 30.0
+    assert Config.load(flags={"drain-timeout": "0"}, environ={}).drain_timeout == 0.0
+    with pytest.raises(ConfigError) as info:
+        Config.load(environ={"VOLTHA_DRAIN_TIMEOUT": "-1"})
+    assert info.value.setting == "drain_timeout"
