@@ -343,7 +343,6 @@ class Coordinator:
         leader = self.leader
         if leader is not None:
             found.extend(leader.watches)
-            found.append(leader.owners_watch)
         return found
 
     # -- the seed's retrying KV proxies ------------------------------------------------

@@ -17,7 +17,8 @@ operator's drains and pins (:mod:`voltha_gevent.placement`; a draining member, t
 included, keeps its record and gets no items), diffs it against the published
 ``assignments/`` and writes the changes in batches of at most 64 operations. Handover is
 graceful: an item moving from A to B is first revoked from A; B is granted it only once
-A's ownership lock ``owners/<item>`` is gone (A's worker released it, or A's session died),
+A's ownership lock ``owners/<item>`` is gone (A's worker released it, or A's session died;
+read for the moving items only, see :meth:`Leader._owners_needed`),
 or after ``handover_timeout`` (``handover-timeout``), when B's worker still cannot run it
 before taking that lock. Entries for unknown items or dead members are removed; malformed
 entries are logged, counted and skipped.
@@ -36,10 +37,11 @@ import structlog
 
 from .assignment import AssignmentPolicy
 from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
-from .errors import ConsulRejected, NotLeader, Stopped, TransactionFailed
-from .keys import Keys, child_name, held_owners, split_assignment
+from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
+from .keys import Keys, child_name, split_assignment
 from .leader_state import LeaderState, LeaderStats, View
 from .membership import MemberParseStats, parse_members
+from .owner_locks import read_holders
 from .placement_watch import PlacementWatch
 from .supervision import supervise
 from .watch import Watch, WatchKind
@@ -53,8 +55,8 @@ log = structlog.get_logger(__name__)
 TXN_CONCURRENCY = 4
 #: Write phases of more transactions than this pause the assignments watch.
 PAUSE_WATCH_BATCHES = 8
-#: How long the first read of owners/ may take before handovers are decided without it.
-ONE_OWNERS_READ = 10.0
+#: Seconds between two reads of the owner locks of items in handover (at least one read's time).
+HANDOVER_POLL = 0.1
 #: How long a difference between ``assignments/`` and this leader's view that touches only
 #: keys it wrote itself is taken for its own writes still on their way (a snapshot taken
 #: between two of its batches), not another writer's.
@@ -88,10 +90,7 @@ class Leader:
         self._group = gevent.pool.Group()
         wait = config.watch_wait
         watch_api = coordinator.watch_api
-        # owners/ (a full download of every lock, ~200 bytes an item) is watched only while an
-        # item moves between two live members: see _owners_needed()
-        self.owners_watch = Watch(watch_api, self.keys.owners, self._on_owners, kind=WatchKind.TREE,
-                                  wait=wait, name="leader-owners")
+        self._owners_poll: gevent.Greenlet | None = None  # while items move: see _owners_needed()
         self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
         self.assignments_watch = Watch(watch_api, self.keys.assignments, self._on_assignments,
                                        kind=WatchKind.KEYS, wait=wait, name="leader-assignments")
@@ -129,7 +128,6 @@ class Leader:
         self._stop.set()
         for watch in self.watches:
             watch.stop()
-        self.owners_watch.stop()
         self._group.kill(block=gevent.getcurrent() not in self._group, timeout=2.0)
         log.info("leader-halted", epoch=self.epoch)
 
@@ -163,10 +161,6 @@ class Leader:
         if items != self.view.items:
             self.view.items = items
             self._dirty.set()
-
-    def _on_owners(self, entries: list[KVEntry]) -> None:
-        self.view.owners = held_owners(self.keys.owners, entries)
-        self._owners_changed.set()
 
     def _on_assignments(self, names: list[str]) -> None:
         self._published = set(names)
@@ -342,14 +336,34 @@ class Leader:
         return len(grants)
 
     def _owners_needed(self) -> None:
-        """Watch owners/ while some item waits for a live member to let go; not otherwise."""
+        """Read the owner locks of the items moving between live members, while there are any.
+
+        Only those items' locks, in batched ``get`` transactions every :data:`HANDOVER_POLL`
+        seconds: a watch of ``owners/`` would download every lock (~250 bytes an item, 25 MB
+        at 100,000 items) on every change, and every lock taken anywhere is a change. Until
+        the first read, each moving item counts as still held by the member it leaves.
+        """
         self.handover_from = {i: m for i, m in self.handover_from.items() if i in self.pending_since}
-        if self.handover_from and not self.owners_watch.running:
-            self.owners_watch.start()
-            self.owners_watch.wait_delivered(ONE_OWNERS_READ)  # decide on a real view
-        elif not self.handover_from and self.owners_watch.running:
-            self.owners_watch.stop()
+        if self.handover_from and (self._owners_poll is None or self._owners_poll.dead):
+            self.view.owners = dict(self.handover_from)
+            self._owners_poll = self._group.spawn(self._poll_owners)
+            self._owners_poll.name = "leader-owners-poll"
+        elif not self.handover_from:
             self.view.owners = {}
+
+    def _poll_owners(self) -> None:
+        while self.handover_from and not self._stop.is_set():
+            started = time.monotonic()
+            self.stats.owner_reads += 1
+            try:
+                held = read_holders(self.api, self.keys, list(self.handover_from))
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                log.warning("handover-read-failed", error=str(exc), items=len(self.handover_from))
+            else:
+                if self.handover_from:
+                    self.view.owners = held
+                    self._owners_changed.set()
+            self._stop.wait(max(HANDOVER_POLL, time.monotonic() - started))
 
     def _prune_stale_members(self) -> None:
         """Delete member records whose session is gone (released, not locked).

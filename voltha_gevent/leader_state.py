@@ -27,6 +27,7 @@ class LeaderStats:
     granted: int = 0
     revoked: int = 0
     handover_timeouts: int = 0
+    owner_reads: int = 0  # rounds reading the owner locks of items in handover
     skipped_entries: int = 0
     handovers: int = 0
     handover_total_seconds: float = 0.0

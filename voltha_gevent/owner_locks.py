@@ -32,7 +32,7 @@ import structlog
 
 from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
-from .keys import Keys
+from .keys import Keys, held_owners
 
 log = structlog.get_logger(__name__)
 
@@ -231,4 +231,29 @@ class OwnerLocks:
             call.result.set_exception(error)
 
 
-__all__ = ["OwnerLockStats", "OwnerLocks", "Taken"]
+def read_holders(api: ConsulAPI, keys: Keys, items: list[str]) -> dict[str, str]:
+    """item -> holder (the lock's value: an instance id) of every item in ``items`` whose
+    owner lock is held, read in ``get`` transactions of up to 64 keys.
+
+    The cost grows with the items asked about, not with every lock there is (a listing of
+    ``owners/``). A key that does not exist fails its ``get`` and with it the transaction
+    (Consul's "doesn't exist"): that item is free, and the rest of its batch is read again.
+    """
+    held: dict[str, str] = {}
+    for start in range(0, len(items), TXN_MAX_OPS):
+        batch = items[start : start + TXN_MAX_OPS]
+        while batch:
+            try:
+                entries = api.txn([TxnOp.get(keys.owner(item)) for item in batch])
+            except TransactionFailed as exc:
+                missing = {index for index, _ in exc.errors}
+                if not missing or not all(0 <= index < len(batch) for index in missing):
+                    raise ConsulUnavailable(f"owner-lock read: {exc.detail}") from exc
+                batch = [item for index, item in enumerate(batch) if index not in missing]
+                continue
+            held.update(held_owners(keys.owners, entries))
+            break
+    return held
+
+
+__all__ = ["OwnerLockStats", "OwnerLocks", "Taken", "read_holders"]

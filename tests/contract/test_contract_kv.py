@@ -276,3 +276,23 @@ def test_acquire_with_unknown_session_is_500(contract_client: Any, kv_prefix: st
     with pytest.raises(ConsulException) as info:
         contract_client.kv.put(kv_prefix + "k", "v", acquire=bogus)
     assert str(info.value) == f'500 invalid session "{bogus}"'
+
+
+def test_read_holders_names_held_locks_only(contract_client: Any, kv_prefix: str) -> None:
+    """The leader's handover read: held, released and never-locked keys in one batch of gets."""
+    from voltha_gevent.consul_api import ConsulAPI
+    from voltha_gevent.keys import Keys
+    from voltha_gevent.owner_locks import read_holders
+
+    keys = Keys(kv_prefix.rstrip("/"))
+    session = contract_client.session.create(ttl=30, lock_delay=0)
+    try:
+        for i in range(70):  # two transactions' worth
+            assert contract_client.kv.put(keys.owner(f"held{i:02d}"), f"node{i % 3}", acquire=session)
+        assert contract_client.kv.put(keys.owner("released"), "node9", acquire=session)
+        assert contract_client.kv.put(keys.owner("released"), "node9", release=session)
+        asked = [f"held{i:02d}" for i in range(70)] + ["released", "never-locked", "also-missing"]
+        held = read_holders(ConsulAPI(contract_client), keys, asked)
+        assert held == {f"held{i:02d}": f"node{i % 3}" for i in range(70)}
+    finally:
+        contract_client.session.destroy(session)
