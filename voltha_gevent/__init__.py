@@ -22,6 +22,7 @@ _EXPORTS = {
     "ConsulTLSError": "errors",
     "ConsulUnavailable": "errors",
     "Coordinator": "coordinator",
+    "HttpEndpoint": "http",
     "Leader": "leader",
     "MemberRecord": "membership",
     "Node": "node",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "PermissionDenied": "errors",
     "SessionInvalid": "errors",
     "TransactionFailed": "errors",
+    "UpdatableHandler": "value_updates",
     "VolthaError": "errors",
     "Worker": "worker",
 }

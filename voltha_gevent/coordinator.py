@@ -282,6 +282,13 @@ class Coordinator:
             self.membership.update(self.record)
         log.info("draining" if draining else "undrained", instance_id=self.instance_id)
 
+    def advertise_rest_port(self, port: int) -> None:
+        """Publish the port this node's HTTP endpoint actually bound (``rest_port`` 0 picks a
+        free one): peers forward requests to the record's port, so it must be the bound one."""
+        self.record = replace(self.record, rest_port=port)
+        if self.membership is not None:
+            self.membership.update(self.record)
+
     # -- members view ------------------------------------------------------------------
 
     def _on_members(self, entries: list[KVEntry]) -> None:

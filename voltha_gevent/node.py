@@ -33,6 +33,7 @@ from .config import Config
 from .consul_api import ClientFactory
 from .coordinator import Coordinator
 from .errors import VolthaError
+from .http import HttpEndpoint
 from .leader import Leader
 from .lease import Ownership
 from .membership import MemberRecord
@@ -73,7 +74,13 @@ class Node:
         handler: AssignmentHandler | None = None,
         client_factory: ClientFactory | None = None,
         leader_class: Callable[[Coordinator], Any] = Leader,
+        http: tuple[str, int] | None = None,
+        value_updates: bool | None = None,
     ) -> None:
+        """``http=(bind, port)``: serve ``/health``, ``/status``, ``/metrics`` (and routes mounted
+        on :attr:`http` before :meth:`start`) from ``start()`` on; port 0 picks a free one, and
+        the member record advertises the bound port. ``value_updates``: see
+        :mod:`voltha_gevent.value_updates` (None: only when the handler has ``on_updated``)."""
         if handler is not None and (on_assigned or on_revoked):
             raise ValueError("pass either handler or on_assigned/on_revoked, not both")
         self.config = config or Config.load()
@@ -82,8 +89,11 @@ class Node:
         self.handler = handler or CallbackHandler(
             on_assigned or _ignore_assigned, on_revoked or _ignore_revoked
         )
-        self.worker = Worker(self.coordinator, self.handler)
+        self.worker = Worker(self.coordinator, self.handler, value_updates=value_updates)
         self._seeder: gevent.Greenlet | None = None
+        #: The node's own HTTP endpoint (``http=`` or :meth:`serve_http`), else None.
+        self.http: HttpEndpoint | None = HttpEndpoint(self, *http) if http is not None else None
+        self._http_serving = False
 
     def start(self) -> Node:
         if self._real_consul and not gevent.monkey.is_module_patched("socket"):
@@ -91,6 +101,8 @@ class Node:
                 "voltha_gevent.Node talks to Consul through requests: call "
                 "gevent.monkey.patch_all() before importing anything else"
             )
+        if self.http is not None and not self._http_serving:
+            self.serve_http()  # bound before joining: the first record already has the port
         supervision.forget(self.instance_id)
         starter = gevent.spawn(self.coordinator.start)  # the root of this node's greenlets
         supervision.bind_instance(starter, self.instance_id)
@@ -142,11 +154,33 @@ class Node:
         """Items this node runs, is assigned, takes up or still revokes."""
         return self.owned() | self.pending() | self.revoking() | self.worker.assigned
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Revoke all work, leave the cluster (destroying the session), stop greenlets."""
+    def serve_http(self, bind: str = "127.0.0.1", port: int = 0) -> HttpEndpoint:
+        """Serve this node's :class:`~voltha_gevent.http.HttpEndpoint` now and advertise the
+        bound port in the member record (before or after :meth:`start`).
+
+        Why here and not left to the application: the request dispatcher forwards to the
+        ``rest_port`` of the owner's record, so the record must carry the port really bound;
+        ``bind``/``port`` are ignored when ``http=`` was given to the constructor.
+        :class:`~voltha_gevent.errors.VolthaError` when the address cannot be bound.
+        """
+        if self.http is None:
+            self.http = HttpEndpoint(self, bind, port)
+        if not self._http_serving:
+            self.http.start()
+            self._http_serving = True
+            self.coordinator.advertise_rest_port(self.http.port)
+        return self.http
+
+    def stop(self, timeout: float = 5.0, *, keep_http: bool = False) -> None:
+        """Revoke all work, leave the cluster (destroying the session), stop greenlets, then
+        the HTTP endpoint it serves - unless ``keep_http`` (a dispatcher still has to
+        ``linger()`` on it; stop ``node.http`` yourself after that)."""
         if self._seeder is not None:
             self._seeder.kill(block=True, timeout=timeout)
         self.coordinator.shutdown(timeout)
+        if self.http is not None and self._http_serving and not keep_http:
+            self.http.stop()
+            self._http_serving = False
 
     # -- views -------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from .owner_locks import OwnerLocks
 from .owner_waits import OwnerWaits
 from .revocation import MIN_STOP_GRACE, Revocations, RevokeBarrier
 from .supervision import supervise
+from .value_updates import attach as attach_value_updates
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ class ItemTask:
         self.state = ItemState.PENDING
         self.lock_held = False
         self.ownership: Ownership | None = None
+        #: ModifyIndex of the workload value the work has (read with the lock; value_updates)
+        self.value_index = 0
         self.work: gevent.Greenlet | None = None
         self.in_call = False
         self.acquirer = gevent.spawn(self._acquire_and_start)
@@ -144,6 +147,7 @@ class ItemTask:
         if self.state is not ItemState.PENDING:
             return  # revoked while the lock was being taken: the revocation releases it
         lock, entry = got
+        self.value_index = entry.modify_index if entry else 0
         self.ownership = Ownership.from_lock(self.item, lock, entry.value if entry else None,
                                              worker.lease, self.generation)
         self.state = ItemState.STARTING
@@ -205,6 +209,10 @@ class ItemTask:
             worker.stats.assigned += 1
             return
 
+    def handler_started(self) -> bool:
+        """``on_assigned`` has been called (and did not fail): later values are news to it."""
+        return self.state is ItemState.RUNNING
+
     def call_on_revoked(self) -> gevent.Greenlet | None:
         """Spawn ``on_revoked`` when the work was started; the revocation bounds it."""
         if self.work is None:
@@ -224,6 +232,7 @@ class Worker:
         *,
         soak: float | None = None,
         stop_timeout: float | None = None,
+        value_updates: bool | None = None,
     ) -> None:
         config = coordinator.config
         self.coordinator = coordinator
@@ -250,7 +259,14 @@ class Worker:
         self._recompute: object | None = None
         self._watch: Watch | None = None
         self._loop: gevent.Greenlet | None = None
+        self._restarts: set[str] = set()
         coordinator.add_duty(self)
+        self.values = attach_value_updates(self, value_updates)  # a changed workload value: on_updated
+
+    def restart(self, items: set[str]) -> None:
+        """Revoke ``items`` and take them up again here (a changed value, no ``on_updated``)."""
+        self._restarts.update(items)
+        self._dirty.set()
 
     def add_revoke_barrier(self, barrier: RevokeBarrier) -> None:
         """``barrier(item, timeout)`` runs after ``on_revoked``, before the lock is released."""
@@ -340,7 +356,8 @@ class Worker:
 
     def _reconcile(self, session_id: str) -> None:
         wanted = set(self.assigned)
-        gone = [item for item in self.tasks if item not in wanted]
+        gone = [item for item in self.tasks if item not in wanted or item in self._restarts]
+        self._restarts.clear()
         if gone or wanted - set(self.tasks):
             log.info("assignment-changed", assigned=len(wanted), revoking=len(gone),
                      taking=len(wanted - set(self.tasks)))  # one line per change, not per item
@@ -419,7 +436,8 @@ class Worker:
         return task.ownership
 
     def watches(self) -> list[Watch]:
-        return [w for w in (self._watch, self.owner_waits.watch) if w is not None]
+        values = self.values.watches() if self.values is not None else []
+        return [w for w in (self._watch, self.owner_waits.watch, *values) if w is not None]
 
     def owned(self) -> set[str]:
         """Items whose lock is held and whose work has started."""
