@@ -108,6 +108,13 @@ class Guard:
         except PermissionError as exc:
             return _fail(f"cannot run {self.command[0]!r}: {exc.strerror}", EXIT_NOT_EXECUTABLE)
         self.pgid = child.pid
+        try:
+            return self._guard(child)
+        except BaseException:
+            self._signal(signal.SIGKILL)  # whatever went wrong here, the group does not outlive us
+            raise
+
+    def _guard(self, child: subprocess.Popen[bytes]) -> int:
         while True:
             self._read_lease(POLL)
             self._reap(child)
@@ -130,9 +137,8 @@ class Guard:
             return
         self.terminating = True
         if why:
-            sys.stderr.write(f"voltha-exec-guard: {why}: SIGTERM to process group {self.pgid}, "
-                             f"SIGKILL in {max(0.0, self.kill_at - now):.2f}s\n")
-            sys.stderr.flush()
+            left = max(0.0, self.kill_at - now)
+            _say(f"{why}: SIGTERM to process group {self.pgid}, SIGKILL in {left:.2f}s")
         self._signal(signal.SIGTERM)
 
     # -- the lease pipe --------------------------------------------------------------------
@@ -214,8 +220,18 @@ def _exit_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _say(message: str) -> None:
+    """One line for the node's log. Never raises: when the node is gone its end of stderr is
+    closed, and a guard that died of the broken pipe would leave its child unguarded."""
+    try:
+        sys.stderr.write(f"voltha-exec-guard: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"voltha-exec-guard: {message}\n")
+    _say(message)
     return code
 
 

@@ -134,6 +134,20 @@ def test_node_gone_pipe_closed_ends_the_group_at_once(tmp_path, runs):
     assert "node gone" in run.output()
 
 
+def test_node_gone_with_its_end_of_the_output_pipes_still_ends_the_group_gracefully(tmp_path, runs):
+    """A SIGKILLed node closes the guard's stderr too: the guard's own message must not kill it
+    (a broken pipe), or its child would die of the parent-death signal without a clean stop."""
+    run = GuardRun(tmp_path, 60.0, 2.0)
+    runs.append(run)
+    run.wait_started()
+    assert run.process.stdout is not None and run.process.stderr is not None
+    run.process.stdout.close()
+    run.process.stderr.close()
+    run.close_pipe()
+    run.process.wait(3)
+    assert run.ledger_events()[-1] == "stop"
+
+
 def test_child_exit_status_is_passed_on(tmp_path, runs):
     run = GuardRun(tmp_path, 60.0, 1.0, "--exit-after", "0.2")
     runs.append(run)

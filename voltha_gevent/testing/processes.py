@@ -60,7 +60,7 @@ class NodeProcess:
     """One node process; ``workdir`` holds its log and report file."""
 
     def __init__(self, instance_id: str, consul: str, workdir: Path, *, prefix: str = "service/voltha",
-                 settings: dict[str, str] | None = None) -> None:
+                 settings: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.instance_id = instance_id
         self.consul = consul
         self.prefix = prefix
@@ -71,6 +71,7 @@ class NodeProcess:
         self.log_path = self.workdir / f"{instance_id}.log"
         _LOGS.append(self.log_path)
         self.settings = {**TEST_SETTINGS, **(settings or {})}
+        self.args = list(args or [])  # more flags for ``run`` (e.g. ``--exec``)
         self.process: subprocess.Popen[bytes] | None = None
         self.kills: list[tuple[float, str]] = []
 
@@ -91,7 +92,7 @@ class NodeProcess:
             return self
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
         argv = [sys.executable, "-m", "voltha_gevent", "run", "--embedded-consul", "never",
-                "--report-file", str(self.report_file)]
+                "--report-file", str(self.report_file), *self.args]
         self.process = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
