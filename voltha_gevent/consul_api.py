@@ -36,6 +36,7 @@ import consul
 import consul.base
 import gevent
 import gevent.event
+import gevent.local
 import requests
 import requests.adapters
 import structlog
@@ -75,6 +76,25 @@ MAX_VALUE_BYTES = 512 * 1024
 #: (``pool_block``) instead of opening an extra connection that urllib3 would discard after
 #: the call ("Connection pool is full"): the pool paces bulk calls by Consul's answers.
 POOL_SIZE = 20
+
+#: Size of the last answer each greenlet read (a real client's ``requests`` hook sets it).
+_ANSWER = gevent.local.local()
+
+
+def _note_answer_size(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    _ANSWER.size = len(response.content)
+
+
+def answer_size() -> int:
+    """Bytes of the last answer this greenlet read from Consul, 0 when unknown (the fake).
+
+    Read it right after a call: the watches count what their listings cost.
+    """
+    return getattr(_ANSWER, "size", 0)
+
+
+def forget_answer_size() -> None:
+    _ANSWER.size = 0
 #: Default timeout of ordinary (non-blocking) calls.
 CALL_TIMEOUT = 10.0
 #: Margin added to a long poll's timeout on top of wait + wait/16 of server jitter.
@@ -136,6 +156,7 @@ def make_client(settings: ClientSettings, timeout: float = CALL_TIMEOUT) -> Any:
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, pool_block=True)
     client.http.session.mount("http://", adapter)
     client.http.session.mount("https://", adapter)
+    client.http.session.hooks["response"].append(_note_answer_size)
     client.scheme = settings.scheme
     client.token = settings.token
     return client

@@ -76,9 +76,16 @@ class NodeCollector:
             yield _counter("entries_skipped", "malformed entries skipped", stats.skipped_entries)
         watches = node.watch_stats()
         rearms = CounterMetricFamily(f"{PREFIX}_watch_rearms", "blocking-query re-arms", labels=["watch"])
+        changes = CounterMetricFamily(f"{PREFIX}_watch_changes", "changes delivered", labels=["watch"])
+        size = CounterMetricFamily(f"{PREFIX}_watch_bytes", "bytes of Consul answers a watch read",
+                                   labels=["watch"])
         for name, stats in sorted(watches.items()):
             rearms.add_metric([name], stats.rearms)
+            changes.add_metric([name], stats.changes)
+            size.add_metric([name], stats.bytes_read)
         yield rearms
+        yield changes
+        yield size
         dispatcher = getattr(node, "dispatcher", None)
         if dispatcher is not None:
             yield from _dispatcher_metrics(dispatcher)

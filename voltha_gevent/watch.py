@@ -25,7 +25,7 @@ import gevent
 import gevent.event
 import structlog
 
-from .consul_api import ConsulAPI, backoff_step
+from .consul_api import ConsulAPI, answer_size, backoff_step, forget_answer_size
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
 from .supervision import supervise
 
@@ -54,6 +54,7 @@ class WatchStats:
     errors: int = 0
     resets: int = 0
     callback_failures: int = 0
+    bytes_read: int = 0  # answer bytes of every read (0 with the in-memory fake)
 
 
 class TokenBucket:
@@ -152,8 +153,10 @@ class Watch:
         while not self._stop.is_set():
             if self._stop.wait(bucket.delay()):
                 return
+            forget_answer_size()
             try:
                 index, data = self._read()
+                self.stats.bytes_read += answer_size()
             except (ConsulUnavailable, ConsulRejected) as exc:
                 failures += 1
                 self.stats.errors += 1
