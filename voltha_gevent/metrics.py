@@ -89,6 +89,13 @@ class NodeCollector:
         dispatcher = getattr(node, "dispatcher", None)
         if dispatcher is not None:
             yield from _dispatcher_metrics(dispatcher)
+        exec_stats = getattr(node.handler, "exec_stats", None)  # exec mode (voltha_gevent.exec_work)
+        if exec_stats is not None:
+            yield _counter("exec_started", "exec mode: child processes started", exec_stats.started)
+            yield _counter("exec_exited", "exec mode: children that ended while their item was owned",
+                           exec_stats.exited)
+            yield _counter("exec_restarts", "exec mode: children started again after one ended",
+                           exec_stats.restarts)
 
 
 def _dispatcher_metrics(dispatcher: Any) -> Iterator[Metric]:

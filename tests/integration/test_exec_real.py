@@ -76,7 +76,8 @@ class ExecBed:
         return sorted(counted) == sorted(ITEMS) and set(live) == set(self.nodes)
 
     def explain(self) -> str:
-        return f"live: {self.live()}\n" + "\n".join(f"--- {n}\n{p.log_tail(20)}" for n, p in self.nodes.items())
+        tails = "\n".join(f"--- {n}\n{p.log_tail(20)}" for n, p in self.nodes.items())
+        return f"live: {self.live()}\n{tails}"
 
 
 def _procs(pids: set[int]) -> str:
@@ -100,6 +101,10 @@ def _gone(pids: set[int]) -> bool:
             continue
         return False
     return True
+
+
+def _problems(audit) -> list[str]:
+    return [v.describe() for v in audit.violations] + [r.describe() for r in audit.token_regressions]
 
 
 @pytest.fixture
@@ -131,7 +136,7 @@ def test_children_of_a_frozen_then_a_killed_node_stop_in_budget_no_overlaps(bed)
     last = max(t for run in index.runs.values() if run.instance == frozen for t in run.effects)
     assert last - stopped_at <= BUDGET.fenced_by, (last - stopped_at, BUDGET.formula())
     audit = audit_index(index)
-    assert audit.ok, [v.describe() for v in audit.violations] + [r.describe() for r in audit.token_regressions]
+    assert audit.ok, _problems(audit)
 
     # the frozen node comes back, rejoins and gets items again
     bed.nodes[frozen].signal(signal.SIGCONT)
@@ -147,5 +152,5 @@ def test_children_of_a_frozen_then_a_killed_node_stop_in_budget_no_overlaps(bed)
     assert time.monotonic() - killed_at < BUDGET.stop_timeout
     assert wait_for(lambda: bed.all_on(frozen), 60), bed.explain()
     audit = audit_index(bed.index())
-    assert audit.ok, [v.describe() for v in audit.violations] + [r.describe() for r in audit.token_regressions]
+    assert audit.ok, _problems(audit)
     assert audit.runs >= 2 * len(ITEMS) and audit.malformed == 0

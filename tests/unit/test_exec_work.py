@@ -12,6 +12,7 @@ import structlog
 
 from voltha_gevent.exec_work import ExecWork, LeasePublisher, parse_command
 from voltha_gevent.lease import Lease, now
+from voltha_gevent.metrics import render
 from voltha_gevent.node import Node
 from voltha_gevent.testing import ledger_child
 from voltha_gevent.testing.nodes import FakeCluster
@@ -73,6 +74,8 @@ def test_child_that_exits_is_restarted_with_backoff_and_counted(cluster):
         assert cluster.wait_until(lambda: work.exec_stats.restarts >= 2, timeout=15)
         assert now() - began >= 1.0  # two pauses of at least MIN_RESTART_DELAY
         assert work.exec_stats.exited >= 2 and work.exec_stats.started >= 3
+        metrics = render(node).decode()
+        assert f"voltha_exec_restarts_total {float(work.exec_stats.restarts)}" in metrics
     finally:
         cluster.stop("n1")
         work.close()
