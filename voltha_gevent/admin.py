@@ -1,5 +1,6 @@
 """Operator commands: ``status``, ``workload list|add|remove`` and ``assignments``
-(``drain``, ``undrain`` and ``workload pin|unpin`` are in :mod:`voltha_gevent.admin_placement`).
+(``drain``, ``undrain`` and ``workload pin|unpin`` are in :mod:`voltha_gevent.admin_placement`,
+``workload set`` and ``workload list`` in :mod:`voltha_gevent.admin_values`).
 
 Each command reads (or, for ``workload``, edits) the key layout of :mod:`voltha_gevent.keys`
 through one short-timeout :class:`ConsulAPI` client and prints to stdout; nothing here runs
@@ -262,11 +263,10 @@ def cmd_workload(api: ConsulAPI, keys: Keys, args: argparse.Namespace) -> int:
         from .admin_placement import cmd_pin
 
         return cmd_pin(api, keys, args)
-    if args.action == "list":
-        _, item_keys = api.keys(keys.workload)
-        for name in sorted(n for key in item_keys if (n := child_name(keys.workload, key))):
-            _out(name)
-        return EXIT_OK
+    if args.action in ("list", "set"):
+        from .admin_values import cmd_list, cmd_set  # values and indexes (workload set, list --values)
+
+        return cmd_list(api, keys, args) if args.action == "list" else cmd_set(api, keys, args)
     items = checked_items(args.items)
     if args.action == "add":
         return _add(api, keys, items, read_value(args))

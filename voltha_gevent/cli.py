@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(workload)
     wsub = workload.add_subparsers(dest="action", required=True)
     listing = wsub.add_parser("list", help="list items, one per line")
+    listing.add_argument("--values", action="store_true", help="with each item's ModifyIndex and value")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    setter = wsub.add_parser("set", help="change an item's value; its owner is told",
+                             description="Overwrite the value of an existing item (--cas INDEX: only if "
+                                         "its ModifyIndex is still INDEX, as 'list --values' shows).")
+    setter.add_argument("item", metavar="ITEM", help="an item of the workload")
+    new_value = setter.add_mutually_exclusive_group(required=True)
+    new_value.add_argument("--value", help="the new value as text")
+    new_value.add_argument("--value-file", help="file whose bytes are the new value ('-': stdin), <= 512 KiB")
+    setter.add_argument("--cas", type=int, metavar="INDEX", help="write only if the item is still at INDEX")
+    _client_flags(setter, nested=True)
     add = wsub.add_parser("add", help="add items (never overwrites)",
                           description="Create items with cas=0: existing items are left unchanged.")
     add.add_argument("items", nargs="+", metavar="ITEM", help="item names: 1-256 of [A-Za-z0-9_-.,]")
