@@ -56,7 +56,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 #: Seconds between two looks at the lease pipe, the clock and the group.
 POLL = 0.05
@@ -202,7 +202,7 @@ class Guard:
         return False
 
 
-def _child_setup(libc: ctypes.CDLL, guard_pid: int):  # type: ignore[no-untyped-def]
+def _child_setup(libc: ctypes.CDLL, guard_pid: int) -> Callable[[], None]:
     """``preexec_fn``: own process group, SIGKILL when the guard dies."""
 
     def setup() -> None:

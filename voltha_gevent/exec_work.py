@@ -192,7 +192,6 @@ class ExecWork:
         self.lease: Lease | None = None
         self.publisher: LeasePublisher | None = None
         self.children: dict[str, list[_Child]] = {}
-        self._stopping: dict[str, gevent.event.Event] = {}
         self._numbers = itertools.count(1)
         self._group = gevent.pool.Group()
         self._dir = Path(tempfile.mkdtemp(prefix="voltha-exec-"))
@@ -218,13 +217,12 @@ class ExecWork:
         ownership = current_ownership()
         if ownership is None or self.lease is None:
             raise RuntimeError("ExecWork.on_assigned outside a work greenlet, or attach() not called")
-        stopping = self._stopping[item] = gevent.event.Event()  # this tenure's; on_revoked sets it
         failures = 0
-        while not stopping.is_set() and ownership.valid():
+        while ownership.valid():  # a revocation makes it False before on_revoked is called
             started = now()
             child = self._start(item, ownership, value)
             child.done.wait()
-            if stopping.is_set() or not ownership.valid():
+            if not ownership.valid():
                 return
             self.exec_stats.exited += 1
             failures = 1 if now() - started >= HEALTHY_RUN else failures + 1
@@ -237,7 +235,6 @@ class ExecWork:
 
     def on_revoked(self, item: str) -> None:
         """Ask the item's guards to end their groups; wait (up to ``stop_timeout``) for them."""
-        self._stopping.setdefault(item, gevent.event.Event()).set()
         children = self._stop_children(item)
         gevent.wait([c.done for c in children], timeout=self.stop_timeout)
 
@@ -245,7 +242,6 @@ class ExecWork:
         """Revoke barrier: True once every child of ``item`` is reaped, group and all."""
         children = self._stop_children(item)
         gevent.wait([c.done for c in children], timeout=timeout)
-        self._stopping.pop(item, None)
         return all(c.done.is_set() for c in children)
 
     def _stop_children(self, item: str) -> list[_Child]:
