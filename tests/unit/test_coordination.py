@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import gevent
 import pytest
@@ -219,7 +220,7 @@ def test_a_change_during_reassignment_schedules_exactly_one_more_run(monkeypatch
         assert len(calls) == 2
 
 
-def test_worker_waits_for_the_previous_owner_without_polling():
+def test_a_refused_owner_lock_is_tried_again_with_backoff_not_hammered():
     with FakeCluster(FakeConsul(), handover_timeout=0.5) as cluster:
         cluster.add_items(*ITEMS)
         client = cluster.fake.client()
@@ -231,12 +232,15 @@ def test_worker_waits_for_the_previous_owner_without_polling():
         assert len(node.owned()) == len(ITEMS) - 1
         assert node.coordinator.leader.stats.handover_timeouts == 0
         assert node.coordinator.leader.stats.owner_reads == 0  # nothing moves between members
-        gets_before = cluster.fake.request_counts.get("kv.get", 0)
-        gevent.sleep(1.0)
-        # waiting is one blocking query on the key, not a poll loop
-        assert cluster.fake.request_counts.get("kv.get", 0) - gets_before < 10
+        gevent.sleep(1.0)  # past the first quick retries
+        txns_before = cluster.fake.request_counts.get("txn.put", 0)
+        gevent.sleep(2.0)
+        # backoff: about every 0.5 s (4 tries in 2 s), not a tight loop and not never
+        assert 2 <= cluster.fake.request_counts.get("txn.put", 0) - txns_before <= 6
         client.kv.put("service/voltha/owners/item000", None, release=squatter)
+        released = time.monotonic()
         assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
+        assert time.monotonic() - released < 1.5  # the next try takes it
         assert cluster.ledger.violations == []
 
 

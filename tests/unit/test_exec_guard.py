@@ -130,7 +130,9 @@ def test_node_gone_pipe_closed_ends_the_group_at_once(tmp_path, runs):
     closed = time.monotonic()
     run.close_pipe()
     code = run.process.wait(3)
-    assert code == 0 and time.monotonic() - closed < 0.5
+    # at once: well before the 2 s grace a SIGTERM-ignoring child would get (a loaded
+    # machine can add a few hundred ms to the guard's own poll and exit)
+    assert code == 0 and time.monotonic() - closed < 1.5
     assert "node gone" in run.output()
 
 
