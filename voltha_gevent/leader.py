@@ -247,6 +247,7 @@ class Leader:
         self.state = LeaderState.REASSIGNING
         started = time.monotonic()
         self._refresh_assignments()
+        read = time.monotonic()
         view = self.view
         current = {item: next(iter(sorted(ms))) for item, ms in view.assigned.items() if ms}
         self.desired = self.placement.assign(view.members, view.items, current, self.policy)
@@ -269,13 +270,15 @@ class Leader:
         # Revocations and the grants that need no handover (no owner lock held elsewhere)
         # go out in one write phase; the rest wait for their old owner's release.
         revoke_ops = [TxnOp.delete(self.keys.assignment(m, item)) for m, item in sorted(revokes)]
+        planned = time.monotonic()
         granted = self._complete_handovers(revoke_ops)
         self._prune_stale_members()
         duration = time.monotonic() - started
         self.stats.record_reassignment(duration, moved=moved, revoked=len(revokes))
         log.info("reassign-work", epoch=self.epoch, items=len(view.items), members=len(view.members),
                  moved=moved, granted=granted, revoked=len(revokes), pending=len(self.pending_since),
-                 duration=round(duration, 4))
+                 duration=round(duration, 4), read_s=round(read - started, 3),
+                 plan_s=round(planned - read, 3), write_s=round(time.monotonic() - planned, 3))
         self.state = LeaderState.IDLE
 
     def _refresh_assignments(self) -> None:
