@@ -127,8 +127,10 @@ class Node:
         Marks this node's member record ``draining``: the leader assigns it nothing and moves
         its items one by one through the usual handover, so each is interrupted only for
         that handover (stopping instead would add the leader's soak). Then waits until this
-        node holds nothing, ``timeout`` seconds (None: no limit) or ``cancel`` is set; True
-        when it holds nothing. The mark lasts until :meth:`undrain` or the process ends.
+        node holds nothing - and, when it leads, has granted what it handed over (a leader
+        that stopped between its own release and those grants would leave them to the next
+        leader's soak) - ``timeout`` seconds (None: no limit) or ``cancel`` is set; True when
+        done. The mark lasts until :meth:`undrain` or the process ends.
         """
         self.coordinator.set_draining(True)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -151,8 +153,11 @@ class Node:
         return self.coordinator.record.draining
 
     def _held(self) -> set[str]:
-        """Items this node runs, is assigned, takes up or still revokes."""
-        return self.owned() | self.pending() | self.revoking() | self.worker.assigned
+        """Items this node runs, is assigned, takes up or still revokes, or (leading) has not
+        yet granted to the member it hands them over to."""
+        leader = self.coordinator.leader if self.is_leader else None
+        handing = {i for i, m in getattr(leader, "handover_from", {}).items() if m == self.instance_id}
+        return self.owned() | self.pending() | self.revoking() | self.worker.assigned | handing
 
     def serve_http(self, bind: str = "127.0.0.1", port: int = 0) -> HttpEndpoint:
         """Serve this node's :class:`~voltha_gevent.http.HttpEndpoint` now and advertise the

@@ -104,6 +104,7 @@ def test_the_leader_drains_and_keeps_leading(cluster):
     leader = cluster.leader()
     assert leader.drain(timeout=10)
     assert leader.is_leader and leader.owned() == set()
+    assert leader.coordinator.leader.handover_from == {}  # granted before drain() returned
     assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
     assert cluster.leader() is leader and cluster.ledger.violations == []
 
