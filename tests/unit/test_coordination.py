@@ -271,3 +271,15 @@ def test_seed_workload_is_created_by_the_node_given_it_and_removed_items_stay_re
         assert c.wait_until(lambda: c.nodes["b"].is_leader and c.converged(names - {"device_group_0002"}))
         gevent.sleep(0.5)
         assert {k.rsplit("/", 1)[1] for k in c.fake.dump(prefix)} == names - {"device_group_0002"}
+
+
+def test_coordinator_keeps_trying_when_consul_rejects_session_creation():
+    from voltha_gevent.consul_api import BadRequest
+
+    with FakeCluster(FakeConsul()) as cluster:
+        cluster.fake.fail_next(1, lambda: BadRequest("400 Client sent an HTTP request to an HTTPS server"))
+        node = cluster.add_node("a")
+        assert cluster.wait_until(lambda: node.coordinator.retry.stats.last_error is not None, timeout=2)
+        assert not node.healthy
+        assert "HTTPS" in node.coordinator.retry.stats.last_error
+        assert cluster.wait_until(lambda: node.healthy, timeout=10)  # the next try succeeds

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 import gevent
+import pytest
 import structlog.testing
 
+from voltha_gevent.consul_api import TxnOp
+from voltha_gevent.errors import NotLeader
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
 
@@ -101,3 +104,18 @@ def test_a_new_leaders_first_soak_counts_from_the_departure_it_saw_during_lock_d
         assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
         took = time.monotonic() - started
         assert took < 1.5 + 1.0, f"{took:.2f}s: lock-delay and a whole soak again"
+
+
+def test_a_deposed_leaders_batch_is_rejected_by_consul():
+    with FakeCluster(FakeConsul()) as cluster:
+        node = cluster.add_node("a")
+        assert cluster.wait_until(lambda: node.coordinator.leader is not None)
+        leader = node.coordinator.leader
+        client = cluster.fake.client()
+        # the leader key passes to another session behind the leader's back
+        client.kv.put("service/voltha/leader", None, release=node.coordinator.session.session_id)
+        other = client.session.create(ttl=10, lock_delay=0)
+        assert client.kv.put("service/voltha/leader", "usurper", acquire=other)
+        with pytest.raises(NotLeader):
+            leader._write([TxnOp.set("service/voltha/assignments/a/x", "{}")])
+        assert "service/voltha/assignments/a/x" not in cluster.fake.dump("service/voltha/assignments/")

@@ -1,0 +1,82 @@
+"""The blocking-query watch: only real changes are delivered, index resets, errors survived.
+
+Layer: unit (one Watch on the mocked Consul, no node).
+"""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from voltha_gevent.consul_api import ConsulAPI
+from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.watch import Watch, WatchKind
+
+
+@pytest.fixture
+def live_fake():
+    with FakeConsul() as fake:
+        yield fake
+
+
+@pytest.fixture
+def api(live_fake):
+    return ConsulAPI(live_fake.client())
+
+
+def wait_until(predicate, timeout=5.0):
+    with gevent.Timeout(timeout, False):
+        while not predicate():
+            gevent.sleep(0.01)
+    return predicate()
+
+
+def test_watch_delivers_only_real_changes(live_fake, api):
+    seen = []
+    watch = Watch(api, "w/", seen.append, kind=WatchKind.KEYS, wait=2).start()
+    try:
+        assert watch.wait_delivered(2)
+        api.put("w/a", "1")
+        assert wait_until(lambda: seen[-1] == ["w/a"])
+        api.put("other", "x")  # a wake-up elsewhere is not a change here
+        api.put("w/a", "2")  # a value change does not change the key list
+        gevent.sleep(0.3)
+        assert seen == [[], ["w/a"]] or seen == [None, ["w/a"]]
+    finally:
+        watch.stop()
+
+
+def test_watch_resets_its_index_when_it_goes_backwards(live_fake, api):
+    seen = []
+    for i in range(10):
+        api.put("r/a", str(i))
+    watch = Watch(api, "r/", seen.append, kind=WatchKind.KEYS, wait=1).start()
+    try:
+        assert watch.wait_delivered(2)
+        assert watch.index >= 10
+        live_fake.reset_index(1)
+        api.put("r/b", "1")
+        assert wait_until(lambda: seen and seen[-1] == ["r/a", "r/b"], timeout=5)
+        assert watch.stats.resets >= 1
+    finally:
+        watch.stop()
+
+
+def test_watch_survives_a_failing_callback_and_consul_errors(live_fake, api):
+    calls = []
+
+    def explode(data):
+        calls.append(data)
+        raise RuntimeError("bad record")
+
+    watch = Watch(api, "x/", explode, kind=WatchKind.TREE, wait=1).start()
+    try:
+        assert watch.wait_delivered(2)
+        with live_fake.outage():
+            gevent.sleep(0.3)
+        api.put("x/1", "v")
+        assert wait_until(lambda: len(calls) >= 2)
+        assert watch.stats.callback_failures >= 2 and watch.stats.errors >= 1
+        assert watch.running
+    finally:
+        watch.stop()
