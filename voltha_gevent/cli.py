@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run this program once per owned item ({item} in ARGS is the item; environment "
                           "VOLTHA_ITEM, VOLTHA_FENCE_TOKEN, VOLTHA_INSTANCE_ID, VOLTHA_ITEM_VALUE_FILE; the "
                           "value on stdin); stopped by a guard within the fencing budget; no dispatcher")
+    run.add_argument("--exec-reload-signal", metavar="SIGNAL",
+                     help="exec mode: on a changed item value send SIGNAL (e.g. HUP) to the child's "
+                          "process group, which re-reads VOLTHA_ITEM_VALUE_FILE (default: restart it)")
     run.add_argument("--ledger-file", help="test work: items tick into this append-only ledger for an "
                                           "external audit (voltha_gevent.testing.ledger); no dispatcher")
     run.add_argument("--ledger-tick", type=float, default=0.05, help="seconds between ledger ticks")
@@ -276,14 +279,18 @@ def run(config: Config, args: argparse.Namespace) -> int:
 
 def _work_handler(config: Config, args: argparse.Namespace) -> Any:
     """``--exec`` (exec mode), ``--ledger-file`` (test work), else the demo handler."""
+    if args.exec_reload_signal and not args.exec_command:
+        raise ConfigError("only exec mode has children to signal: give --exec too", setting="exec")
     if args.exec_command:
-        from .exec_work import ExecWork, parse_command
+        from .exec_work import ExecWork, parse_command, parse_reload_signal
 
         try:
             command = parse_command(args.exec_command)
+            reload_signal = parse_reload_signal(args.exec_reload_signal) if args.exec_reload_signal else None
         except ValueError as exc:
             raise ConfigError(str(exc), setting="exec") from exc
-        return ExecWork(command, config.instance_id, stop_timeout=config.stop_timeout)
+        return ExecWork(command, config.instance_id, stop_timeout=config.stop_timeout,
+                        reload_signal=reload_signal)
     if args.ledger_file:
         return _ledger_work(config, args)
     return DemoHandler(config.instance_id, args.report_file)

@@ -10,9 +10,10 @@ poll loop, and never needs the node to act:
 * the node tells it the lease deadline (``time.monotonic()`` seconds; CLOCK_MONOTONIC is
   host-wide, and the guard is the node's child, so both read the same clock) over a pipe,
   the **lease pipe**: one line ``d <deadline>`` each time the lease moves forward, written by
-  a native thread of the node (:mod:`voltha_gevent.exec_work`), and ``stop`` for a
-  revocation. A frozen node writes nothing, so the guard acts on the last deadline it got;
-  deadlines only ever move forward;
+  a native thread of the node (:mod:`voltha_gevent.exec_work`), ``stop`` for a revocation
+  (``stop value changed`` when a changed value replaces the child), and ``signal <number>``
+  for a reload signal to the group. A frozen node writes nothing, so the guard acts on the
+  last deadline it got; deadlines only ever move forward;
 * the read end is the only copy the guard holds of that pipe and the node is the only
   writer, so the node's death - any death, SIGKILL included - is an end of file at once.
 
@@ -166,8 +167,11 @@ class Guard:
                 self.deadline = max(self.deadline, float(words[1]))
             except ValueError:
                 pass
-        elif words == ["stop"]:
-            self.terminate("stop requested (item revoked)")
+        elif words[:1] == ["stop"]:
+            self.terminate(f"stop requested ({' '.join(words[1:]) or 'item revoked'})")
+        elif words[:1] == ["signal"] and len(words) == 2 and words[1].isdigit() and not self.terminating:
+            if int(words[1]) in signal.valid_signals():  # a reload signal; none to a group ending
+                self._signal(int(words[1]))
 
     # -- the group -------------------------------------------------------------------------
 

@@ -28,6 +28,12 @@ A child that exits while the item is still owned is restarted after a backoff
 after a run of :data:`HEALTHY_RUN` seconds)
 and counted (:class:`ExecStats`, ``exec-child-exited``).
 
+A changed workload value (:meth:`ExecWork.on_updated`) is renamed into the child's value file
+(a reader sees the old value or the new one, never half of one); then the child is stopped as
+a revocation stops it and started again at once with the new value on stdin - or, with
+``reload_signal`` (``--exec-reload-signal HUP``), its group gets that signal from the guard
+(which alone knows the group and reaps it: a reused process group id is never signalled).
+
 Per child (:class:`_Child`)::
 
     registered (lease pipe open) --guard started--> running --guard reaped--> done
@@ -40,6 +46,7 @@ import itertools
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -55,8 +62,8 @@ import gevent.subprocess
 import structlog
 
 from . import exec_guard
-from .consul_api import backoff_step
 from .lease import Lease, Ownership, current_ownership, now
+from .consul_api import backoff_step
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +88,8 @@ class ExecStats:
     started: int = 0
     exited: int = 0  # ended by themselves while the item was still owned
     restarts: int = 0
+    value_restarts: int = 0  # stopped and started again for a changed value
+    value_signals: int = 0  # sent the reload signal for a changed value
 
 
 def parse_command(text: str) -> list[str]:
@@ -89,6 +98,21 @@ def parse_command(text: str) -> list[str]:
     if not argv:
         raise ValueError("--exec needs a command")
     return argv
+
+
+def parse_reload_signal(text: str) -> signal.Signals:
+    """``--exec-reload-signal`` text (``HUP``, ``SIGUSR1``) as a signal; ValueError otherwise.
+
+    SIGKILL and SIGSTOP are refused: a child cannot catch them, so it could not reload on them.
+    """
+    name = text.strip().upper()
+    try:
+        signum = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+    except KeyError:
+        raise ValueError(f"--exec-reload-signal {text!r} is not a signal name") from None
+    if signum in (signal.SIGKILL, signal.SIGSTOP):
+        raise ValueError(f"--exec-reload-signal {signum.name}: a child cannot catch it to reload")
+    return signum
 
 
 class LeasePublisher:
@@ -152,6 +176,18 @@ class LeasePublisher:
                     self._pipes[fd] = (wanted, deadline)
 
 
+def _replace_file(path: Path, value: bytes | None, directory: Path) -> None:
+    """Write ``value`` to a new private file in ``directory``, then rename it over ``path``."""
+    fd, temporary = tempfile.mkstemp(dir=directory, suffix=".new")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(value or b"")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _write(fd: int, line: bytes) -> bool:
     try:
         return os.write(fd, line) == len(line)
@@ -162,12 +198,14 @@ def _write(fd: int, line: bytes) -> bool:
 class _Child:
     """One run of the command for one item: its lease pipe, value file and guard."""
 
-    def __init__(self, item: str, number: int, value_path: Path) -> None:
+    def __init__(self, item: str, number: int, value_path: Path, value: bytes | None) -> None:
         self.item = item
         self.number = number
         self.value_path = value_path
+        self.value = value  # what its value file holds
         self.read_fd, self.write_fd = os.pipe()
         self.stop_requested = False
+        self.replacing = False  # stopped for a changed value: start again at once
         self.guard: gevent.subprocess.Popen | None = None
         self.code: int | None = None
         self.done = gevent.event.Event()
@@ -177,14 +215,16 @@ class ExecWork:
     """Supervises one child process per owned item (see the module docstring).
 
     Call :meth:`attach` with the node before it starts (it needs the node's lease and adds
-    the revoke barrier), and :meth:`close` after ``node.stop()``.
+    the revoke barrier), and :meth:`close` after ``node.stop()``. ``reload_signal``: a changed
+    value is signalled to the child's group instead of restarting it (see the module docstring).
     """
 
     def __init__(self, command: Sequence[str], instance_id: str, *, stop_timeout: float,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None, reload_signal: signal.Signals | None = None) -> None:
         self.command = list(command)
         self.instance_id = instance_id
         self.stop_timeout = stop_timeout
+        self.reload_signal = reload_signal
         self.grace = exec_guard.grace_for(stop_timeout)
         self.environ = {k: v for k, v in (os.environ if environ is None else environ).items()
                         if k not in SECRET_ENV}
@@ -224,6 +264,11 @@ class ExecWork:
             child.done.wait()
             if not ownership.valid():
                 return
+            value = ownership.value  # value_updates keeps it current
+            if child.replacing:
+                self.exec_stats.value_restarts += 1
+                log.info("exec-child-replaced", item=item, code=child.code)
+                continue
             self.exec_stats.exited += 1
             failures = 1 if now() - started >= HEALTHY_RUN else failures + 1
             delay = max(MIN_RESTART_DELAY, backoff_step(failures))
@@ -232,6 +277,30 @@ class ExecWork:
             if not ownership.wait(delay):
                 return
             self.exec_stats.restarts += 1
+
+    def on_updated(self, item: str, value: bytes | None) -> None:
+        """A changed value: rewrite the child's value file, then restart or signal the child.
+
+        A child that has ``value`` already or is stopping is left alone (the next one starts
+        with ``ownership.value``). Returns once a replaced child is reaped (up to
+        ``stop_timeout``), so the item's next change is told after this one is done."""
+        children = [c for c in self.children.get(item, ()) if not c.stop_requested and c.value != value]
+        for child in children:
+            _replace_file(child.value_path, value, self._dir)
+            child.value = value
+        if not children:
+            return
+        assert self.publisher is not None
+        if self.reload_signal is not None:
+            for child in children:
+                self.publisher.send(child.write_fd, b"signal %d\n" % self.reload_signal)
+            self.exec_stats.value_signals += len(children)
+            log.info("exec-child-signalled", item=item, signal=self.reload_signal.name)
+            return
+        for child in children:
+            child.replacing = child.stop_requested = True
+            self.publisher.send(child.write_fd, b"stop value changed\n")
+        gevent.wait([c.done for c in children], timeout=self.stop_timeout)
 
     def on_revoked(self, item: str) -> None:
         """Ask the item's guards to end their groups; wait (up to ``stop_timeout``) for them."""
@@ -263,7 +332,7 @@ class ExecWork:
         fd = os.open(value_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(value or b"")
-        child = _Child(item, number, value_path)
+        child = _Child(item, number, value_path, value)
         assert self.lease is not None and self.publisher is not None
         self.publisher.add(child.write_fd, self.lease.generation, ownership.deadline)
         self.children.setdefault(item, []).append(child)
@@ -325,4 +394,4 @@ class ExecWork:
         child.done.set()
 
 
-__all__ = ["ExecStats", "ExecWork", "LeasePublisher", "parse_command"]
+__all__ = ["ExecStats", "ExecWork", "LeasePublisher", "parse_command", "parse_reload_signal"]

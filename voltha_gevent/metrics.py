@@ -96,6 +96,10 @@ class NodeCollector:
                            exec_stats.exited)
             yield _counter("exec_restarts", "exec mode: children started again after one ended",
                            exec_stats.restarts)
+            yield _counter("exec_value_restarts", "exec mode: children restarted for a changed value",
+                           exec_stats.value_restarts)
+            yield _counter("exec_value_signals", "exec mode: reload signals sent for a changed value",
+                           exec_stats.value_signals)
 
 
 def _dispatcher_metrics(dispatcher: Any) -> Iterator[Metric]:
