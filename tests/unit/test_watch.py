@@ -80,3 +80,29 @@ def test_watch_survives_a_failing_callback_and_consul_errors(live_fake, api):
         assert watch.running
     finally:
         watch.stop()
+
+
+def test_a_watch_sees_a_session_expiring_on_the_clock_exactly_once(fake):
+    """Stepped on the fake's ManualClock (the ``fake`` fixture): the release happens at the
+    advance that crosses 2 x TTL, and the watch reports it once, between the two holders."""
+    api = ConsulAPI(fake.client())
+    first = api.create_session(name="a", ttl=10, behavior="release", lock_delay=0)  # expires at 20
+    assert api.acquire("L", "a", first)
+    holders = []
+    watch = Watch(api, "L", lambda entry: holders.append(entry.session if entry else "absent"),
+                  kind=WatchKind.KEY, wait=2).start()
+    try:
+        assert watch.wait_delivered(2)
+        fake.clock.advance(19.9)
+        assert first in fake.sessions()
+        fake.clock.advance(0.2)
+        assert first not in fake.sessions()
+        assert wait_until(lambda: len(holders) == 2)
+        fake.clock.advance(100)  # nothing else is due: no wake-up, nothing delivered
+        second = api.create_session(name="b", ttl=100, behavior="release", lock_delay=0)
+        assert api.acquire("L", "b", second)
+        assert wait_until(lambda: len(holders) == 3)
+        assert holders == [first, None, second]
+        assert watch.stats.changes == 3
+    finally:
+        watch.stop()
