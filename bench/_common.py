@@ -48,7 +48,8 @@ def quiet_logs() -> None:
 
 def api_for(http_addr: str, timeout: float = 30.0) -> Any:
     """A :class:`~voltha_gevent.consul_api.ConsulAPI` on the agent at ``host:port``."""
-    from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+    from voltha_gevent.client_settings import ClientSettings
+    from voltha_gevent.consul_api import ConsulAPI, make_client
 
     host, port = http_addr.rsplit(":", 1)
     return ConsulAPI(make_client(ClientSettings(host=host, port=int(port)), timeout))

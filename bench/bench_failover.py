@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import _common  # first: monkey-patches before requests is imported
-from voltha_gevent.consul_api import TxnOp, chunked
 from voltha_gevent.testing.agents import DevAgent
 from voltha_gevent.testing.auditor import owners_in_consul
 from voltha_gevent.testing.processes import TEST_SETTINGS, NodeProcess
+from voltha_gevent.txn import TxnOp, chunked
 
 PREFIX = "bench/failover"
 NAMES = ("n1", "n2", "n3")

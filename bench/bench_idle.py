@@ -23,10 +23,10 @@ from collections import Counter
 from pathlib import Path
 
 from bench import _common  # first: monkey-patches before requests is imported
-from voltha_gevent.consul_api import TxnOp, chunked
 from voltha_gevent.testing.agents import DevAgent
 from voltha_gevent.testing.auditor import owners_in_consul
 from voltha_gevent.testing.processes import NodeProcess, wait_for
+from voltha_gevent.txn import TxnOp, chunked
 
 PREFIX = "bench/idle"
 NAMES = ("n1", "n2", "n3")

@@ -24,9 +24,9 @@ from typing import Any
 from bench import _common  # first: monkey-patches before requests is imported
 from voltha_gevent import leader as leader_mod
 from voltha_gevent.config import Config
-from voltha_gevent.consul_api import Retrying
 from voltha_gevent.keys import Keys
 from voltha_gevent.membership import MemberRecord
+from voltha_gevent.retrying import Retrying
 from voltha_gevent.testing.agents import DevAgent
 
 ITEMS = 10_000

@@ -19,8 +19,8 @@ import gevent
 import gevent.pool
 
 from bench import _common  # first: monkey-patches before requests is imported
-from voltha_gevent.consul_api import TxnOp, chunked
 from voltha_gevent.testing.agents import DevAgent
+from voltha_gevent.txn import TxnOp, chunked
 
 PREFIX = "bench/watch"
 FULL_ITEMS, QUICK_ITEMS = 100_000, 10_000

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, NetworkError, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import NetworkError, make_client
 from voltha_gevent.testing import summary
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, ConsulBinaryNotFound, DevAgent, find_consul_binary
 from voltha_gevent.testing.fake_consul import FakeConsul, ManualClock

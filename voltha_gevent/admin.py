@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import Config
-from .consul_api import MAX_VALUE_BYTES, ConsulAPI, make_client
+from .consul_api import ConsulAPI, make_client
+from .entries import MAX_VALUE_BYTES
 from .errors import ConsulRejected, ConsulUnavailable, NotConsulAgent, PermissionDenied, VolthaError
 from .keys import Keys, child_name, drained_members, held_owners, parse_pins, split_assignment, valid_name
 from .membership import MemberRecord, parse_members

@@ -24,7 +24,8 @@ import json
 from typing import Any
 
 from .admin import EXIT_FAILURE, EXIT_OK, _fail, _out, checked_items, read_value
-from .consul_api import ConsulAPI, KVEntry
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .keys import Keys, child_name
 
 #: How often ``workload set`` (without ``--cas``) reads and writes again when the item

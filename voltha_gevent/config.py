@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import FencingBudget
-from .consul_api import ClientSettings
+from .client_settings import ClientSettings
 from .errors import ConfigError
 
 ENV_PREFIX = "VOLTHA_"

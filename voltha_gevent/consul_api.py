@@ -5,7 +5,7 @@ Everything else talks to Consul through :class:`ConsulAPI`, which wraps a python
 library's mixed bag of answers into the project's own types and errors:
 
 * network trouble, 5xx answers and garbage bodies become :class:`ConsulUnavailable`
-  (transient: retry with :class:`Retrying`); a failed TLS handshake is its subclass
+  (transient: retry with ``Retrying``); a failed TLS handshake is its subclass
   :class:`ConsulTLSError`, logged as ``consul-tls-failed`` on every retry;
 * "invalid session" answers (HTTP 500 on acquire, 404 on renew) become
   :class:`SessionInvalid` - never retried, the session is gone and with it every lock;
@@ -13,34 +13,36 @@ library's mixed bag of answers into the project's own types and errors:
   ``(op_index, what)`` list; HTTP 403 becomes :class:`PermissionDenied` (so does a transaction
   whose every failed operation was refused by the ACLs), naming the call and the key, and is
   handed to the ``on_denied`` hook wherever it happens, so a missing ACL right is reported
-  even by loops that do not go through :class:`Retrying` (locks, watches).
+  even by loops that do not go through ``Retrying`` (locks, watches).
+
+What is not python-consul2's lives beside it: :mod:`~voltha_gevent.entries` (``KVEntry``),
+:mod:`~voltha_gevent.txn` (``TxnOp``), :mod:`~voltha_gevent.consul_errors` (reading failure
+texts), :mod:`~voltha_gevent.client_settings`, :mod:`~voltha_gevent.retrying` (``Retrying``)
+and :mod:`~voltha_gevent.answer_bytes` (what each answer weighed).
 
 The ACL token travels in the ``X-Consul-Token`` header only (never in a URL, so never in a
-``requests`` error message), and :class:`ClientSettings` leaves it out of its ``repr``.
+``requests`` error message), and :class:`~voltha_gevent.client_settings.ClientSettings`
+leaves it out of its ``repr``.
 
 A switch to another client library (py-consul, say) touches this file only.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import random
-import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import consul
 import consul.base
-import gevent
-import gevent.event
-import gevent.local
 import requests
 import requests.adapters
 import structlog
 
+from .answer_bytes import note_answer_size
+from .client_settings import CALL_TIMEOUT, ClientSettings, duration
+from .consul_errors import network_gist, status_of, txn_failure
+from .entries import KVEntry, check_value_size
 from .errors import (
     ConsulRejected,
     ConsulTLSError,
@@ -48,9 +50,13 @@ from .errors import (
     NotConsulAgent,
     PermissionDenied,
     SessionInvalid,
-    Stopped,
-    TransactionFailed,
 )
+
+# Retrying, backoff_step and chunked are re-exported (see __all__) for the modules another
+# change is editing (leader, worker, session, lease); everything else imports them from
+# their own modules.
+from .retrying import Retrying, backoff_step
+from .txn import TXN_MAX_OPS, TxnOp, chunked
 
 log = structlog.get_logger(__name__)
 
@@ -63,74 +69,10 @@ ClientError = consul.base.ClientError
 ACLPermissionDenied = consul.base.ACLPermissionDenied
 NetworkError = requests.exceptions.RequestException
 
-#: The seed's backoff schedule, in seconds; the last step repeats.
-BACKOFF_SCHEDULE: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-#: Each backoff step is stretched by up to this fraction, so that a cluster of nodes does
-#: not retry in lock step.
-BACKOFF_JITTER = 0.1
-#: Consul caps a transaction at this many operations.
-TXN_MAX_OPS = 64
-#: Consul rejects values larger than this (512 KiB).
-MAX_VALUE_BYTES = 512 * 1024
 #: Connections one client keeps open. A greenlet that finds them all busy waits for one
 #: (``pool_block``) instead of opening an extra connection that urllib3 would discard after
 #: the call ("Connection pool is full"): the pool paces bulk calls by Consul's answers.
 POOL_SIZE = 20
-
-#: Size of the last answer each greenlet read (a real client's ``requests`` hook sets it).
-_ANSWER = gevent.local.local()
-
-
-def _note_answer_size(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    _ANSWER.size = len(response.content)
-
-
-def answer_size() -> int:
-    """Bytes of the last answer this greenlet read from Consul, 0 when unknown (the fake).
-
-    Read it right after a call: the watches count what their listings cost.
-    """
-    return getattr(_ANSWER, "size", 0)
-
-
-def forget_answer_size() -> None:
-    _ANSWER.size = 0
-#: Default timeout of ordinary (non-blocking) calls.
-CALL_TIMEOUT = 10.0
-#: Margin added to a long poll's timeout on top of wait + wait/16 of server jitter.
-LONG_POLL_MARGIN = 5.0
-
-
-def backoff_step(failures: int, *, slowest: bool = False) -> float:
-    """Pause after the ``failures``-th consecutive failure (1-based) on the seed's schedule."""
-    if slowest:
-        return BACKOFF_SCHEDULE[-1]
-    return BACKOFF_SCHEDULE[min(max(failures, 1), len(BACKOFF_SCHEDULE)) - 1]
-
-
-def duration(seconds: float) -> str:
-    """``seconds`` as a Go duration string for Consul, exactly (``2.5`` -> ``"2.5s"``, never rounded)."""
-    text = f"{seconds:.6f}".rstrip("0").rstrip(".")
-    return f"{text or '0'}s"
-
-
-def long_poll_timeout(wait: float) -> float:
-    """The HTTP timeout that lets a blocking query of ``wait`` seconds finish, and no more."""
-    return wait + wait / 16.0 + LONG_POLL_MARGIN
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """How to reach Consul; built by :mod:`voltha_gevent.config`."""
-
-    host: str = "127.0.0.1"
-    port: int = 8500
-    scheme: str = "http"
-    token: str | None = field(default=None, repr=False)
-    verify: bool | str = True
-    cert: tuple[str, str] | None = None
-    dc: str | None = None
-
 
 def make_client(settings: ClientSettings, timeout: float = CALL_TIMEOUT) -> Any:
     """A python-consul2 client for ``settings`` whose every call times out after ``timeout``.
@@ -156,7 +98,7 @@ def make_client(settings: ClientSettings, timeout: float = CALL_TIMEOUT) -> Any:
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, pool_block=True)
     client.http.session.mount("http://", adapter)
     client.http.session.mount("https://", adapter)
-    client.http.session.hooks["response"].append(_note_answer_size)
+    client.http.session.hooks["response"].append(note_answer_size)
     client.scheme = settings.scheme
     client.token = settings.token
     return client
@@ -171,133 +113,8 @@ def client_factory(settings: ClientSettings) -> ClientFactory:
     return lambda timeout: make_client(settings, timeout)
 
 
-# --------------------------------------------------------------------------- entries
-
-
-@dataclass(frozen=True)
-class KVEntry:
-    """One key as Consul returns it; ``session`` is None when the key is not locked."""
-
-    key: str
-    value: bytes | None
-    create_index: int
-    modify_index: int
-    lock_index: int = 0
-    flags: int = 0
-    session: str | None = None
-
-    @classmethod
-    def from_consul(cls, raw: Mapping[str, Any]) -> KVEntry:
-        value = raw.get("Value")
-        if isinstance(value, str):  # txn results carry base64 text
-            value = base64.b64decode(value)
-        return cls(
-            key=raw["Key"],
-            value=value,
-            create_index=int(raw.get("CreateIndex", 0)),
-            modify_index=int(raw.get("ModifyIndex", 0)),
-            lock_index=int(raw.get("LockIndex", 0)),
-            flags=int(raw.get("Flags", 0)),
-            session=raw.get("Session") or None,
-        )
-
-    def text(self) -> str | None:
-        """The value as UTF-8 text, or None when it is missing or not UTF-8."""
-        if self.value is None:
-            return None
-        try:
-            return self.value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-
-# --------------------------------------------------------------------------- txn ops
-
-
-def _b64(value: bytes | str | None) -> str:
-    if value is None:
-        value = b""
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return base64.b64encode(value).decode("ascii")
-
-
-@dataclass(frozen=True)
-class TxnOp:
-    """One KV operation of a transaction; build them with the class methods."""
-
-    verb: str
-    key: str
-    value: bytes | str | None = None
-    index: int | None = None
-    session: str | None = None
-
-    def to_consul(self) -> dict[str, Any]:
-        kv: dict[str, Any] = {"Verb": self.verb, "Key": self.key}
-        if self.value is not None:
-            kv["Value"] = _b64(self.value)
-        if self.index is not None:
-            kv["Index"] = self.index
-        if self.session is not None:
-            kv["Session"] = self.session
-        return {"KV": kv}
-
-    @classmethod
-    def set(cls, key: str, value: bytes | str) -> TxnOp:
-        return cls("set", key, value=value if value != b"" else "")
-
-    @classmethod
-    def cas(cls, key: str, value: bytes | str, index: int) -> TxnOp:
-        return cls("cas", key, value=value, index=index)
-
-    @classmethod
-    def delete(cls, key: str) -> TxnOp:
-        return cls("delete", key)
-
-    @classmethod
-    def delete_cas(cls, key: str, index: int) -> TxnOp:
-        return cls("delete-cas", key, index=index)
-
-    @classmethod
-    def lock(cls, key: str, value: bytes | str, session: str) -> TxnOp:
-        return cls("lock", key, value=value, session=session)
-
-    @classmethod
-    def unlock(cls, key: str, value: bytes | str, session: str) -> TxnOp:
-        return cls("unlock", key, value=value, session=session)
-
-    @classmethod
-    def get(cls, key: str) -> TxnOp:
-        return cls("get", key)
-
-    @classmethod
-    def check_session(cls, key: str, session: str) -> TxnOp:
-        return cls("check-session", key, session=session)
-
-    @classmethod
-    def check_not_exists(cls, key: str) -> TxnOp:
-        return cls("check-not-exists", key)
-
-    @classmethod
-    def check_index(cls, key: str, index: int) -> TxnOp:
-        return cls("check-index", key, index=index)
-
-
-def chunked(ops: list[TxnOp], guards: list[TxnOp], limit: int = TXN_MAX_OPS) -> Iterator[list[TxnOp]]:
-    """Split ``ops`` into transactions of at most ``limit`` operations, each led by ``guards``."""
-    room = limit - len(guards)
-    if room <= 0:
-        raise ValueError("guards leave no room for operations")
-    for start in range(0, len(ops), room):
-        yield [*guards, *ops[start : start + room]]
-
-
 # --------------------------------------------------------------------------- errors
 
-
-def _status_of(exc: Exception) -> int | None:
-    head = str(exc).split(" ", 1)[0]
-    return int(head) if head.isdigit() else None
 
 
 def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
@@ -310,8 +127,8 @@ def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
     if isinstance(exc, BadRequest):
         return ConsulRejected(text)
     if isinstance(exc, ClientError):
-        if _status_of(exc) == 409:
-            return _txn_failure(text)
+        if status_of(exc) == 409:
+            return txn_failure(text)
         return ConsulRejected(text)
     if isinstance(exc, ConsulException):
         lowered = text.lower()
@@ -325,55 +142,6 @@ def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
     if isinstance(exc, (ValueError, KeyError, TypeError)):
         return ConsulUnavailable(f"garbled answer: {type(exc).__name__}: {text}")
     return exc
-
-
-#: Markers of a requests/urllib3 error text and the short name logged for them.
-_NETWORK_GISTS = (
-    ("Connection refused", "ConnectionRefused"),
-    ("Name or service not known", "UnknownHost"),
-    ("Temporary failure in name resolution", "UnknownHost"),
-    ("Failed to resolve", "UnknownHost"),
-    ("Network is unreachable", "NetworkUnreachable"),
-    ("No route to host", "NoRouteToHost"),
-    ("Connection reset", "ConnectionReset"),
-    ("RemoteDisconnected", "ConnectionClosed"),
-    ("Connection aborted", "ConnectionClosed"),
-    ("timed out", "Timeout"),
-)
-_POOL_ADDRESS = re.compile(r"host='([^']+)', port=(\d+)")
-
-
-def network_gist(exc: Exception) -> str:
-    """A network error in a few words, e.g. ``ConnectionRefused 127.0.0.1:8500``.
-
-    requests wraps urllib3's errors, whose text repeats the pool's and the connection's repr
-    (300 characters per log line, the same on every retry); the chained exception keeps the
-    full text for a traceback.
-    """
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.Timeout):
-        kind = type(exc).__name__
-    else:
-        kind = next((gist for marker, gist in _NETWORK_GISTS if marker in text), "")
-    found = _POOL_ADDRESS.search(text)
-    where = f"{found.group(1)}:{found.group(2)}" if found else ""
-    if not kind:
-        return f"{type(exc).__name__}: {text[:160]}" if not where else f"{type(exc).__name__} {where}"
-    return f"{kind} {where}".strip()
-
-
-def _txn_failure(text: str) -> TransactionFailed | PermissionDenied:
-    body = text.split(" ", 1)[1] if " " in text else ""
-    errors: list[tuple[int, str]] = []
-    try:
-        for err in json.loads(body).get("Errors") or []:
-            errors.append((int(err.get("OpIndex", -1)), str(err.get("What", ""))))
-    except (ValueError, AttributeError, TypeError):
-        errors.append((-1, body))
-    detail = "; ".join(f"op {i}: {what}" for i, what in errors) or body
-    if errors and all("permission denied" in what.lower() for _, what in errors):
-        return PermissionDenied(f"transaction: {detail}")
-    return TransactionFailed(detail, errors=errors)
 
 
 _TRANSLATED = (ConsulException, NetworkError, ValueError, KeyError, TypeError)
@@ -499,7 +267,7 @@ class ConsulAPI:
 
     def put(self, key: str, value: bytes | str, *, cas: int | None = None) -> bool:
         """Write ``key``; with ``cas`` only if its ModifyIndex matches (0: only if absent)."""
-        _check_size(value)
+        check_value_size(value)
         kw = {} if cas is None else {"cas": cas}
         return bool(self._call(self.client.kv.put, key, value, **kw))
 
@@ -508,7 +276,7 @@ class ConsulAPI:
 
         Raises :class:`SessionInvalid` when Consul no longer knows the session.
         """
-        _check_size(value)
+        check_value_size(value)
         return bool(
             self._call(self.client.kv.put, key, value, acquire=session_id, session_id=session_id)
         )
@@ -537,7 +305,7 @@ class ConsulAPI:
             raise ConsulRejected(f"transaction has {len(payload)} operations (> {TXN_MAX_OPS})")
         answer = self._call(self.client.txn.put, payload) or {}
         if answer.get("Errors"):
-            error = _txn_failure("409 " + json.dumps({"Errors": answer["Errors"]}))
+            error = txn_failure("409 " + json.dumps({"Errors": answer["Errors"]}))
             if isinstance(error, PermissionDenied):
                 error = self._denied(error, self.client.txn.put, ())
             raise error
@@ -608,113 +376,17 @@ def _index(raw: Any) -> int:
         return 0
 
 
-def _check_size(value: bytes | str | None) -> None:
-    size = len(value.encode("utf-8") if isinstance(value, str) else value or b"")
-    if size > MAX_VALUE_BYTES:
-        raise ConsulRejected(f"value of {size} bytes exceeds Consul's {MAX_VALUE_BYTES}")
-
-
-# --------------------------------------------------------------------------- retries
-
-
-T = TypeVar("T")
-
-
-@dataclass
-class RetryStats:
-    """Counters the metrics endpoint exposes."""
-
-    errors: int = 0
-    retries: int = 0
-    permission_denied: int = 0
-    last_error: str | None = None
-
-
-@dataclass
-class Retrying:
-    """The one retry helper: the seed's backoff schedule, reset on success.
-
-    Retries :class:`ConsulUnavailable` (and :class:`PermissionDenied` at the slowest step,
-    so a missing ACL right is reported, not hammered). Anything else propagates. Waiting
-    happens on ``stop``: setting it ends the retries at once with :class:`Stopped`.
-    """
-
-    stop: gevent.event.Event = field(default_factory=gevent.event.Event)
-    schedule: tuple[float, ...] = BACKOFF_SCHEDULE
-    stats: RetryStats = field(default_factory=RetryStats)
-    on_error: Callable[[Exception], None] | None = None
-    _failing: bool = False
-
-    def call(self, fn: Callable[[], T], *, what: str, deadline: float | None = None) -> T:
-        """Call ``fn`` until it succeeds; ``deadline`` (monotonic) bounds the retrying."""
-        attempt = 0
-        while True:
-            if self.stop.is_set():
-                raise Stopped(f"{what} abandoned: stopping")
-            try:
-                result = fn()
-            except (ConsulUnavailable, PermissionDenied) as exc:
-                self._note_failure(exc, what, attempt)
-                delay = self.delay(attempt, slowest=isinstance(exc, PermissionDenied))
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise
-                attempt += 1
-                self.stats.retries += 1
-                if self.stop.wait(delay):
-                    raise Stopped(f"{what} abandoned: stopping") from exc
-                continue
-            if self._failing:
-                self._failing = False
-                log.info("reconnected-to-consul", what=what, attempts=attempt + 1)
-            return result
-
-    def delay(self, attempt: int, *, slowest: bool = False) -> float:
-        base = self.schedule[-1] if slowest else self.schedule[min(attempt, len(self.schedule) - 1)]
-        return base * (1.0 + random.uniform(0.0, BACKOFF_JITTER))
-
-    def note_denied(self, exc: PermissionDenied, what: str = "consul-call") -> None:
-        """Count and log a 403 once, whoever met it (:class:`ConsulAPI`'s ``on_denied`` hook)."""
-        if getattr(exc, "_noted", False):
-            return
-        exc._noted = True  # type: ignore[attr-defined]
-        self.stats.permission_denied += 1
-        self.stats.last_error = str(exc)
-        log.error("consul-permission-denied", what=what, error=str(exc))
-
-    def _note_failure(self, exc: Exception, what: str, attempt: int) -> None:
-        self.stats.errors += 1
-        self.stats.last_error = str(exc)
-        if isinstance(exc, PermissionDenied):
-            self.note_denied(exc, what)
-        elif isinstance(exc, ConsulTLSError):
-            log.error("consul-tls-failed", what=what, error=str(exc))
-        elif attempt == 0:
-            event = "consul-not-up" if "Connection" in str(exc) else "cannot-connect-to-consul"
-            log.warning(event, what=what, error=str(exc))
-        self._failing = True
-        if self.on_error is not None:
-            self.on_error(exc)
-
-
-def sleep_until(stop: gevent.event.Event, seconds: float) -> bool:
-    """Wait ``seconds`` unless ``stop`` is set first; True when stopping."""
-    return bool(stop.wait(max(0.0, seconds)))
-
-
 __all__ = [
-    "BACKOFF_SCHEDULE",
-    "MAX_VALUE_BYTES",
-    "TXN_MAX_OPS",
     "ClientFactory",
-    "ClientSettings",
     "ConsulAPI",
+    "client_factory",
+    "make_client",
+    "translate",
+    # re-exported until leader, worker, session and lease import them from their modules
+    "TXN_MAX_OPS",
     "KVEntry",
     "Retrying",
     "TxnOp",
+    "backoff_step",
     "chunked",
-    "client_factory",
-    "duration",
-    "long_poll_timeout",
-    "make_client",
-    "translate",
 ]

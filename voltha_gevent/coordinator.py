@@ -27,13 +27,16 @@ import gevent.event
 import gevent.lock
 import structlog
 
-from . import consul_api
+from .client_settings import CALL_TIMEOUT, long_poll_timeout
 from .config import Config
-from .consul_api import ClientFactory, ConsulAPI, KVEntry, Retrying
+from .consul_api import ClientFactory, ConsulAPI
+from .consul_api import client_factory as real_client_factory
 from .election import Election
+from .entries import KVEntry
 from .errors import ConsulRejected, Stopped
 from .keys import Keys
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
+from .retrying import BACKOFF_SCHEDULE, Retrying
 from .session import SessionKeeper
 from .supervision import supervise
 from .watch import Watch, WatchKind
@@ -74,12 +77,12 @@ class Coordinator:
         self.keys = Keys(config.prefix)
         self.instance_id = config.instance_id
         self.leader_class = leader_class
-        factory = client_factory or consul_api.client_factory(config.client_settings())
+        factory = client_factory or real_client_factory(config.client_settings())
         self._stop = gevent.event.Event()
         self.retry = Retrying(stop=self._stop)
         denied = self.retry.note_denied  # every 403, wherever met, is logged and shown on /health
-        self.api = ConsulAPI(factory(consul_api.CALL_TIMEOUT), on_denied=denied)
-        self.watch_api = ConsulAPI(factory(consul_api.long_poll_timeout(config.watch_wait)), on_denied=denied)
+        self.api = ConsulAPI(factory(CALL_TIMEOUT), on_denied=denied)
+        self.watch_api = ConsulAPI(factory(long_poll_timeout(config.watch_wait)), on_denied=denied)
         self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
         budget = config.budget()
         liveness_timeout = max(LIVENESS_CALL_TIMEOUT_MIN, budget.lease)
@@ -219,7 +222,7 @@ class Coordinator:
                     self.retry.stats.errors += 1
                     self.retry.stats.last_error = str(exc)
                     log.error("session-create-rejected", error=str(exc))
-                    if self._stop.wait(consul_api.BACKOFF_SCHEDULE[-1]):
+                    if self._stop.wait(BACKOFF_SCHEDULE[-1]):
                         return
                     continue
                 self._start_session(session_id)
@@ -351,14 +354,3 @@ class Coordinator:
         if leader is not None:
             found.extend(leader.watches)
         return found
-
-    # -- the seed's retrying KV proxies ------------------------------------------------
-
-    def kv_get(self, key: str) -> KVEntry | None:
-        return self.retry.call(lambda: self.api.get(key)[1], what="kv-get")
-
-    def kv_put(self, key: str, value: bytes | str) -> bool:
-        return self.retry.call(lambda: self.api.put(key, value), what="kv-put")
-
-    def kv_delete(self, key: str, recurse: bool = False) -> bool:
-        return self.retry.call(lambda: self.api.delete(key, recurse=recurse), what="kv-delete")

@@ -17,7 +17,8 @@ from typing import Any
 import gevent.event
 import structlog
 
-from .consul_api import ConsulAPI, KVEntry
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .keys import Keys
 from .lock import SessionLock
 

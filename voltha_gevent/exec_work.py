@@ -24,7 +24,7 @@ lock is released after that, never before (a barrier that times out keeps the lo
 item is reported stuck until the group is gone).
 
 A child that exits while the item is still owned is restarted after a backoff
-(``consul_api.backoff_step``, at least :data:`MIN_RESTART_DELAY`; the count starts again
+(``retrying.backoff_step``, at least :data:`MIN_RESTART_DELAY`; the count starts again
 after a run of :data:`HEALTHY_RUN` seconds)
 and counted (:class:`ExecStats`, ``exec-child-exited``).
 
@@ -63,7 +63,7 @@ import structlog
 
 from . import exec_guard
 from .lease import Lease, Ownership, current_ownership, now
-from .consul_api import backoff_step
+from .retrying import backoff_step
 
 log = structlog.get_logger(__name__)
 

@@ -25,8 +25,10 @@ import gevent
 import gevent.event
 import structlog
 
-from .consul_api import BACKOFF_SCHEDULE, ConsulAPI, KVEntry
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
+from .retrying import BACKOFF_SCHEDULE
 from .supervision import supervise
 from .watch import Watch, WatchKind
 

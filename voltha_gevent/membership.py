@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 import structlog
 
 from . import __version__
-from .consul_api import ConsulAPI, KVEntry
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .keys import Keys, child_name
 from .lock import SessionLock
 

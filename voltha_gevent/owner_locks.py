@@ -30,9 +30,11 @@ import gevent.event
 import gevent.pool
 import structlog
 
-from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
 from .keys import Keys, held_owners
+from .txn import TXN_MAX_OPS, TxnOp
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from .assignment import AssignmentPolicy
-from .consul_api import ConsulAPI, KVEntry
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .keys import Keys, drained_members, parse_pins
 from .membership import MemberRecord
 from .placement import Placement, placed_assignment

@@ -42,9 +42,9 @@ import gevent.pool
 import structlog
 
 from .budget import KILL_TIMEOUT
-from .consul_api import backoff_step
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
 from .lease import Ownership, now
+from .retrying import backoff_step
 
 log = structlog.get_logger(__name__)
 

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 
 import structlog
 
-from .consul_api import ConsulAPI, Retrying
+from .consul_api import ConsulAPI
 from .errors import ConsulRejected, ConsulUnavailable, Stopped
 from .keys import Keys
+from .retrying import Retrying
 
 log = structlog.get_logger(__name__)
 

@@ -33,7 +33,7 @@ import gevent
 import gevent.event
 import structlog
 
-from .consul_api import backoff_step
+from .retrying import backoff_step
 
 log = structlog.get_logger(__name__)
 

@@ -42,7 +42,8 @@ import gevent
 import structlog
 
 from .budget import KILL_TIMEOUT
-from .consul_api import ConsulAPI, KVEntry
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .keys import Keys, child_name
 from .lease import bind, run_fenced
 from .watch import Watch, WatchKind

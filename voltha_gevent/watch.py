@@ -25,8 +25,10 @@ import gevent
 import gevent.event
 import structlog
 
-from .consul_api import ConsulAPI, answer_size, backoff_step, forget_answer_size
+from .answer_bytes import answer_size, forget_answer_size
+from .consul_api import ConsulAPI
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
+from .retrying import backoff_step
 from .supervision import supervise
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from voltha_gevent.consul_api import MAX_VALUE_BYTES, ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
+from voltha_gevent.entries import MAX_VALUE_BYTES
 from voltha_gevent.keys import Keys
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, free_port
 from voltha_gevent.testing.processes import NodeProcess, wait_for

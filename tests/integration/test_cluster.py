@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import make_client
 from voltha_gevent.testing.agents import Cluster
 
 pytestmark = [pytest.mark.consul, pytest.mark.cluster]

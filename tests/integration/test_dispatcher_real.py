@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.testing.auditor import read_reports
 from voltha_gevent.testing.processes import NodeProcess, wait_for
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.keys import Keys
 from voltha_gevent.membership import parse_members
 from voltha_gevent.testing import summary

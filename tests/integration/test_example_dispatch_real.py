@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.keys import Keys, held_owners
 from voltha_gevent.membership import parse_members
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS

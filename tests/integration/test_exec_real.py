@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from voltha_gevent.budget import FencingBudget
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.testing import ledger_child
 from voltha_gevent.testing.ledger_audit import LedgerIndex, audit_index
 from voltha_gevent.testing.processes import TEST_SETTINGS, NodeProcess, wait_for

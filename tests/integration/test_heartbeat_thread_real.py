@@ -16,7 +16,9 @@ import gevent
 import pytest
 
 from voltha_gevent.budget import FencingBudget
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, Retrying, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
+from voltha_gevent.retrying import Retrying
 from voltha_gevent.session import SessionKeeper
 
 pytestmark = pytest.mark.consul

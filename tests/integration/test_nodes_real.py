@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from voltha_gevent.assignment import desired_assignment
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.testing.auditor import audit_reports, owners_in_consul, read_reports
 from voltha_gevent.testing.processes import NodeProcess, wait_for
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, TxnOp, chunked, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.testing.auditor import owners_in_consul
 from voltha_gevent.testing.processes import NodeProcess, wait_for
+from voltha_gevent.txn import TxnOp, chunked
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 ITEMS = 5_000

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import make_client
 from voltha_gevent.testing.processes import NodeProcess, wait_for
 from voltha_gevent.testing.prometheus import RULES_FILE, PrometheusServer, rules_with_for
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.testing.processes import NodeProcess, wait_for
 from voltha_gevent.testing.secure import TlsAgent
 

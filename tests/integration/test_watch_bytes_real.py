@@ -13,7 +13,8 @@ import json
 import gevent
 import pytest
 
-from voltha_gevent.consul_api import ClientSettings, ConsulAPI, make_client
+from voltha_gevent.client_settings import ClientSettings
+from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.watch import Watch, WatchKind
 
 pytestmark = pytest.mark.consul

@@ -14,7 +14,8 @@ import pytest
 
 from voltha_gevent import admin
 from voltha_gevent.config import Config
-from voltha_gevent.consul_api import MAX_VALUE_BYTES, ConsulAPI
+from voltha_gevent.consul_api import ConsulAPI
+from voltha_gevent.entries import MAX_VALUE_BYTES
 from voltha_gevent.keys import Keys
 from voltha_gevent.membership import MemberRecord
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS

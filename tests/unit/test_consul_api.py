@@ -11,14 +11,7 @@ import time
 import pytest
 import requests
 
-from voltha_gevent.consul_api import (
-    ConsulAPI,
-    ConsulException,
-    Retrying,
-    TxnOp,
-    chunked,
-    translate,
-)
+from voltha_gevent.consul_api import ConsulAPI, ConsulException, translate
 from voltha_gevent.errors import (
     ConsulRejected,
     ConsulUnavailable,
@@ -27,7 +20,9 @@ from voltha_gevent.errors import (
     Stopped,
     TransactionFailed,
 )
+from voltha_gevent.retrying import Retrying
 from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.txn import TxnOp, chunked
 
 
 @pytest.fixture
@@ -61,7 +56,9 @@ def test_network_errors_are_logged_in_a_few_words_not_urllib3_reprs():
 
     import structlog
 
-    from voltha_gevent.consul_api import ClientSettings, Retrying, make_client
+    from voltha_gevent.client_settings import ClientSettings
+    from voltha_gevent.consul_api import make_client
+    from voltha_gevent.retrying import Retrying
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

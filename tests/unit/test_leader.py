@@ -8,10 +8,10 @@ import gevent
 import pytest
 import structlog.testing
 
-from voltha_gevent.consul_api import TxnOp
 from voltha_gevent.errors import NotLeader
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
+from voltha_gevent.txn import TxnOp
 
 ITEMS = [f"item{i:03d}" for i in range(30)]
 

@@ -7,18 +7,12 @@ import json
 import pytest
 import structlog
 
+from voltha_gevent.client_settings import ClientSettings
 from voltha_gevent.config import Config
-from voltha_gevent.consul_api import (
-    ACLPermissionDenied,
-    ClientError,
-    ClientSettings,
-    ConsulAPI,
-    Retrying,
-    TxnOp,
-    make_client,
-    translate,
-)
+from voltha_gevent.consul_api import ACLPermissionDenied, ClientError, ConsulAPI, make_client, translate
 from voltha_gevent.errors import PermissionDenied, TransactionFailed
+from voltha_gevent.retrying import Retrying
+from voltha_gevent.txn import TxnOp
 
 SECRET = "5e1f3c9a-0000-4000-8000-00000000beef"
 

@@ -9,7 +9,8 @@ import gevent
 import pytest
 
 from voltha_gevent.budget import FencingBudget
-from voltha_gevent.consul_api import ConsulAPI, Retrying
+from voltha_gevent.consul_api import ConsulAPI
+from voltha_gevent.retrying import Retrying
 from voltha_gevent.session import SessionKeeper, SessionState
 from voltha_gevent.testing.fake_consul import FakeConsul
 

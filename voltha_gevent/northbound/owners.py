@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import gevent.event
 import structlog
 
-from ..consul_api import KVEntry
+from ..entries import KVEntry
 from ..errors import ConsulRejected, ConsulUnavailable
 from ..keys import held_owners
 from ..watch import Watch, WatchKind

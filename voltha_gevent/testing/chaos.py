@@ -37,7 +37,8 @@ from typing import Any
 import structlog
 
 from ..assignment import desired_assignment
-from ..consul_api import ClientSettings, ConsulAPI, make_client
+from ..client_settings import ClientSettings
+from ..consul_api import ConsulAPI, make_client
 from ..errors import VolthaError
 from .agents import Cluster, http_get_json
 from .auditor import OwnershipLedger, owners_in_consul, read_reports
