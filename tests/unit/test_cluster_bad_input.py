@@ -5,6 +5,8 @@ broken membership records, assignments for unknown members or items, ``owners/``
 held by foreign sessions, a leader key written by hand - the nodes must log and count a
 skip, keep their leader and workers running, lose nothing valid, and converge on the valid
 items. No item ever has two running owners (the shared ledger).
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Supervision: crashes are logged with their traceback, shown on health, restarted, or fatal."""
+"""Supervision: crashes are logged with their traceback, shown on health, restarted, or fatal.
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
+"""
 
 from __future__ import annotations
 

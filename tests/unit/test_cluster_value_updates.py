@@ -1,5 +1,8 @@
 """Live workload values on the mocked Consul: on_updated, revoke + assign, no watch by default,
-a value change racing a handover, and an on_updated that will not stop."""
+a value change racing a handover, and an on_updated that will not stop.
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The worker on the mocked Consul: owner locks, fencing tokens, ownership, and fencing."""
+"""The worker on the mocked Consul: owner locks, fencing tokens, ownership, and fencing.
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
+"""
 
 from __future__ import annotations
 

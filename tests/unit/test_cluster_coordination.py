@@ -1,4 +1,7 @@
-"""Coordinator, leader and worker together on the mocked Consul (in one process)."""
+"""Coordinator, leader and worker together on the mocked Consul (in one process).
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
+"""
 
 from __future__ import annotations
 

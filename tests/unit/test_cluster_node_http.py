@@ -1,4 +1,7 @@
-"""An embedded Node serves its own HTTP endpoint and advertises the port it really bound."""
+"""An embedded Node serves its own HTTP endpoint and advertises the port it really bound.
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
+"""
 
 from __future__ import annotations
 
