@@ -1,4 +1,7 @@
-"""The leader: one soak per change, its own writes never taken for another writer's, an idle loop."""
+"""The leader: one soak per change, its own writes never taken for another writer's, an idle loop.
+
+Layer: integration (timed FakeCluster runs: whole nodes on one FakeConsul, in real time).
+"""
 
 from __future__ import annotations
 
