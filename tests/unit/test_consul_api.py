@@ -1,4 +1,4 @@
-"""consul_api on its own: error translation, transactions and their batches, the retry helper.
+"""consul_api on its own: error translation, a rolled-back transaction, a dead session.
 
 Layer: unit (direct calls on the mocked Consul, no node).
 """
@@ -17,12 +17,10 @@ from voltha_gevent.errors import (
     ConsulUnavailable,
     PermissionDenied,
     SessionInvalid,
-    Stopped,
     TransactionFailed,
 )
-from voltha_gevent.retrying import Retrying
 from voltha_gevent.testing.fake_consul import FakeConsul
-from voltha_gevent.txn import TxnOp, chunked
+from voltha_gevent.txn import TxnOp
 
 
 @pytest.fixture
@@ -73,39 +71,11 @@ def test_network_errors_are_logged_in_a_few_words_not_urllib3_reprs():
     assert retrying.stats.last_error == f"consul unavailable: {gist}"
 
 
-def test_chunked_leads_every_batch_with_the_guards():
-    ops = [TxnOp.set(f"k{i}", "v") for i in range(130)]
-    guard = [TxnOp.check_session("leader", "s")]
-    batches = list(chunked(ops, guard))
-    assert [len(b) for b in batches] == [64, 64, 5]
-    assert all(b[0] is guard[0] for b in batches)
-    assert [op for b in batches for op in b[1:]] == ops
-
-
 def test_txn_rollback_raises_transaction_failed_and_writes_nothing(api):
     with pytest.raises(TransactionFailed) as failure:
         api.txn([TxnOp.set("a", "1"), TxnOp.check_not_exists("a"), TxnOp.set("b", "2")])
     assert failure.value.errors and failure.value.errors[0][0] == 1
     assert api.get("a")[1] is None and api.get("b")[1] is None
-
-
-def test_retrying_backs_off_then_succeeds_and_stops_on_request(live_fake, api):
-    live_fake.fail_next(3)
-    retry = Retrying(schedule=(0.01,))
-    assert retry.call(lambda: api.put("k", "v"), what="put") is True
-    assert retry.stats.retries == 3
-    retry.stop.set()
-    with pytest.raises(Stopped):
-        retry.call(lambda: api.put("k", "v"), what="put")
-
-
-def test_retrying_gives_up_at_the_deadline(live_fake, api):
-    import time
-
-    live_fake.set_down(True)
-    retry = Retrying(schedule=(0.05,))
-    with pytest.raises(ConsulUnavailable):
-        retry.call(lambda: api.get("k"), what="get", deadline=time.monotonic() + 0.2)
 
 
 def test_acquire_with_a_dead_session_is_session_invalid(api):
