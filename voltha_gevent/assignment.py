@@ -1,7 +1,8 @@
 """Desired item -> member assignment: consistent-hash ring, bounded loads, stickiness.
 
-This module is pure: it imports only the standard library and ``uhashring``, does no
-I/O and keeps no state beyond a small cache of immutable rings.  The leader calls
+This module is pure: it imports only the standard library and :mod:`~voltha_gevent.hash_ring`
+(``uhashring``), does no I/O and keeps no state beyond the ring's small cache of immutable
+rings (:mod:`~voltha_gevent.load_stats` measures a result).  The leader calls
 :func:`desired_assignment` with the live members, the workload and the assignment it
 currently publishes; the membership and Consul glue live elsewhere.  If the leader's
 session dies nothing here needs releasing: the next leader recomputes from its own
@@ -36,30 +37,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from hashlib import md5
+from dataclasses import dataclass
 
-from uhashring import HashRing
+from .hash_ring import DEFAULT_VNODES, Ring, ordered_items, ring_for
 
 __all__ = [
     "AssignmentDiff",
     "AssignmentPolicy",
-    "LoadStats",
     "desired_assignment",
     "diff_assignment",
-    "load_stats",
     "plain_bounded_assignment",
-    "plain_ring_assignment",
 ]
-
-#: Ring points per unit of mean weight for the baselines (uhashring's own default).
-DEFAULT_VNODES = 160
-#: Size of the cache of built rings; a leader sees few distinct memberships in a row.
-_RING_CACHE_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -117,106 +108,6 @@ class AssignmentDiff:
         return not self.grants and not self.revokes
 
 
-@dataclass(frozen=True)
-class LoadStats:
-    """Per-member loads relative to the weighted share ``K * w_m / W``.
-
-    ``max_over_mean`` / ``min_over_mean`` are the largest / smallest ``load / share``
-    (1.0 when there is nothing to share).  ``ratios`` holds every member's ratio.
-    """
-
-    loads: dict[str, int]
-    shares: dict[str, float]
-    ratios: dict[str, float] = field(repr=False)
-    max_over_mean: float
-    min_over_mean: float
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-@dataclass(frozen=True)
-class _Ring:
-    """An immutable view of a uhashring continuum, indexed by member number."""
-
-    names: tuple[str, ...]  # member ids, sorted
-    points: tuple[bytes, ...]  # sorted point hashes as 16-byte big-endian md5 digests
-    owners: tuple[int, ...]  # member number of each point
-    member_points: tuple[tuple[int, ...], ...]  # point indices of each member
-
-    def positions(self, key_hashes: Iterable[bytes]) -> list[int]:
-        """Index of the first point clockwise from each hash (uhashring's rule:
-        bisect right, wrapping past the last point to the first)."""
-        points, n_points = self.points, len(self.points)
-        return [bisect_right(points, h) % n_points for h in key_hashes]
-
-
-def _check_members(members: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
-    """Members sorted by id with float weights; reject weights that are not > 0."""
-    checked = []
-    for name in sorted(members):
-        weight = float(members[name])
-        if not (weight > 0.0 and math.isfinite(weight)):
-            raise ValueError(f"member {name!r} has weight {members[name]!r}; weights must be finite and > 0")
-        checked.append((name, weight))
-    return tuple(checked)
-
-
-def _ring_for(members: Mapping[str, float], vnodes: int) -> _Ring:
-    """The (cached) ring of ``members``; weights are scaled to a mean of 1."""
-    return _build_ring(_check_members(members), vnodes)
-
-
-@lru_cache(maxsize=_RING_CACHE_SIZE)
-def _build_ring(members: tuple[tuple[str, float], ...], vnodes: int) -> _Ring:
-    """Build the continuum with ONE uhashring constructor call (add_node is quadratic).
-
-    uhashring multiplies vnodes by an integer weight, so the float weight is folded
-    into a per-member vnode count instead: ``round(vnodes * w / mean(w))``, at least 1.
-    Scaling by the mean makes the ring independent of the weights' unit.
-    """
-    mean = sum(w for _, w in members) / len(members)
-    nodes = {name: {"vnodes": max(1, round(vnodes * w / mean)), "weight": 1} for name, w in members}
-    names = tuple(name for name, _ in members)
-    index = {name: i for i, name in enumerate(names)}
-    ring_points = HashRing(nodes=nodes).get_points()
-    owners = tuple(index[node] for _, node in ring_points)
-    member_points: list[list[int]] = [[] for _ in names]
-    for point_index, owner in enumerate(owners):
-        member_points[owner].append(point_index)
-    return _Ring(
-        names=names,
-        points=tuple(point.to_bytes(16, "big") for point, _ in ring_points),
-        owners=owners,
-        member_points=tuple(tuple(p) for p in member_points),
-    )
-
-
-def _ordered_items(items: Iterable[str]) -> tuple[list[str], list[bytes]]:
-    """Distinct items sorted by (hash, id) and their hashes: the canonical order.
-
-    Hashes are uhashring's md5 kept as 16-byte digests: bytes order equals the order
-    of uhashring's big-endian integers and skips 100k int conversions.  Sorting an
-    index by digest is several times faster than sorting (hash, id) tuples; ids only
-    break ties between distinct items with equal md5, fixed up afterwards.
-    """
-    distinct = list(set(items))
-    hashes = [md5(item.encode("utf-8")).digest() for item in distinct]
-    order = sorted(range(len(distinct)), key=hashes.__getitem__)
-    ordered = [distinct[i] for i in order]
-    ordered_hashes = [hashes[i] for i in order]
-    for i in range(1, len(ordered_hashes)):
-        if ordered_hashes[i] == ordered_hashes[i - 1]:
-            return _sort_ties(ordered, ordered_hashes)
-    return ordered, ordered_hashes
-
-
-def _sort_ties(ordered: list[str], hashes: list[bytes]) -> tuple[list[str], list[bytes]]:
-    """Slow path for md5 collisions: sort by (hash, id) so set order cannot leak in."""
-    pairs = sorted(zip(hashes, ordered, strict=True))
-    return [item for _, item in pairs], [h for h, _ in pairs]
-
-
 # ----------------------------------------------------------------------- placement
 
 
@@ -228,7 +119,7 @@ class _State:
     deterministic tie-breaker and the items hashing into one ring arc are contiguous.
     """
 
-    ring: _Ring
+    ring: Ring
     items: list[str]
     hashes: list[bytes]
     shares: list[float]
@@ -269,8 +160,8 @@ class _State:
 
 def _new_state(members: Mapping[str, float], items: Iterable[str], epsilon: float, vnodes: int) -> _State:
     """Hash everything and compute every member's share, floor and capacity."""
-    ring = _ring_for(members, vnodes)
-    ordered, hashes = _ordered_items(items)
+    ring = ring_for(members, vnodes)
+    ordered, hashes = ordered_items(items)
     total = sum(float(members[name]) for name in ring.names)
     shares = [len(ordered) * float(members[name]) / total for name in ring.names]
     return _State(
@@ -472,18 +363,6 @@ def diff_assignment(current: Mapping[str, str], desired: Mapping[str, str]) -> A
     return AssignmentDiff(grants=grants, revokes=revokes, unchanged=len(desired) - len(grants))
 
 
-def plain_ring_assignment(
-    members: Mapping[str, float], items: Iterable[str], vnodes: int = DEFAULT_VNODES
-) -> dict[str, str]:
-    """Baseline: every item goes to its ring owner (same ring as desired_assignment)."""
-    if not members:
-        return {}
-    ring = _ring_for(members, vnodes)
-    ordered, hashes = _ordered_items(items)
-    owners = [ring.names[ring.owners[p]] for p in ring.positions(hashes)]
-    return dict(zip(ordered, owners, strict=True))
-
-
 def plain_bounded_assignment(
     members: Mapping[str, float], items: Iterable[str], epsilon: float, vnodes: int = DEFAULT_VNODES
 ) -> dict[str, str]:
@@ -498,26 +377,3 @@ def plain_bounded_assignment(
     _place_pending(state, list(range(len(state.items))), (state.caps,))
     return state.result()
 
-
-def load_stats(assignment: Mapping[str, str], members: Mapping[str, float]) -> LoadStats:
-    """Loads of ``members`` under ``assignment`` relative to their weighted shares.
-
-    Members without items count with load 0.  Raises ValueError if an item is
-    assigned to a member not in ``members`` (that is a bug, not a statistic).
-    """
-    checked = _check_members(members)
-    loads = {name: 0 for name, _ in checked}
-    for item, name in assignment.items():
-        if name not in loads:
-            raise ValueError(f"item {item!r} is assigned to unknown member {name!r}")
-        loads[name] += 1
-    total = sum(w for _, w in checked)
-    shares = {name: len(assignment) * w / total for name, w in checked}
-    ratios = {name: (loads[name] / shares[name] if shares[name] else 1.0) for name in loads}
-    return LoadStats(
-        loads=loads,
-        shares=shares,
-        ratios=ratios,
-        max_over_mean=max(ratios.values(), default=1.0),
-        min_over_mean=min(ratios.values(), default=1.0),
-    )

@@ -21,10 +21,10 @@ from voltha_gevent.assignment import (
     _new_state,  # private: checks an internal invariant
     desired_assignment,
     diff_assignment,
-    load_stats,
     plain_bounded_assignment,
-    plain_ring_assignment,
 )
+from voltha_gevent.hash_ring import plain_ring_assignment
+from voltha_gevent.load_stats import load_stats
 
 EPS = AssignmentPolicy().epsilon
 SETTINGS = settings(max_examples=25, deadline=None)
