@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from voltha_gevent.testing import summary
-from voltha_gevent.testing.chaos import ChaosBed, format_table, summary_rows
+from voltha_gevent.testing.chaos import ChaosBed
+from voltha_gevent.testing.chaos_audit import format_table, summary_rows
 
 pytestmark = [pytest.mark.consul, pytest.mark.cluster, pytest.mark.slow]
 

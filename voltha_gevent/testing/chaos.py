@@ -6,12 +6,8 @@ talks to server ``i % 3`` only) and a workload of a few hundred items. It inject
 SIGKILL/SIGTERM/SIGSTOP of nodes, SIGKILL/SIGSTOP of Consul servers - records when, and
 checks the invariants:
 
-* **one running owner**: replaying the nodes' report files (start/stop of work) with the
-  SIGKILL, SIGSTOP and SIGCONT times, no item is ever started by one instance while another
-  runs it. A frozen (SIGSTOPped) process runs nothing; when it resumes, whatever it still
-  believed it ran counts as *stale* until its report shows the stop: the time from SIGCONT
-  to that stop is the **resume fence latency**, and the resumed node must not start any
-  work before it has fenced;
+* **one running owner**, with the **resume fence latency** of a SIGSTOPped node: the replay
+  of the nodes' report files by :func:`~voltha_gevent.testing.chaos_audit.audit_timeline`;
 * **convergence**: after a fault settles, within :meth:`ChaosBed.settle_bound`, every item is
   owned exactly once (by the nodes' ``/status`` and by Consul's ``owners/`` locks) and the
   published assignment equals :func:`~voltha_gevent.assignment.desired_assignment` for the
@@ -27,10 +23,8 @@ from __future__ import annotations
 
 import random
 import signal
-import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +35,8 @@ from ..client_settings import ClientSettings
 from ..consul_api import ConsulAPI, make_client
 from ..errors import VolthaError
 from .agents import Cluster, http_get_json
-from .auditor import OwnershipLedger, owners_in_consul, read_reports
+from .auditor import owners_in_consul, read_reports
+from .chaos_audit import AuditResult, Fault, audit_timeline
 from .processes import TEST_SETTINGS, NodeProcess, wait_for
 
 log = structlog.get_logger(__name__)
@@ -52,8 +47,6 @@ LOCK_DELAY = float(TEST_SETTINGS["VOLTHA_LOCK_DELAY"])
 SOAK = float(TEST_SETTINGS["VOLTHA_MAX_SOAK_DELAY"])
 #: Extra time on top of the protocol bound: process start, Raft elections, 2 slow cores.
 SETTLE_MARGIN = 15.0
-#: A resumed node must have fenced its stale work within this many seconds of SIGCONT.
-RESUME_FENCE_BOUND = 1.0
 #: How long a frozen node stays frozen: longer than its session TTL.
 PAUSE_SECONDS = SESSION_TTL + 2.0
 #: Seconds between two looks at the cluster while waiting for convergence.
@@ -62,96 +55,6 @@ POLL = 0.25
 CALL_TIMEOUT = 3.0
 #: How long a restarted server may take to be a Raft voter again (autopilot stabilization is 10 s).
 VOTER_TIMEOUT = 60.0
-
-
-@dataclass
-class Fault:
-    """One injected fault and the re-convergence times measured after it."""
-
-    scenario: str
-    kind: str
-    target: str
-    at: float
-    converge: list[float] = field(default_factory=list)
-
-
-@dataclass
-class AuditResult:
-    """What the replay of the report files found."""
-
-    violations: list[tuple[float, str]] = field(default_factory=list)  # (time, what)
-    resume_fence: list[float] = field(default_factory=list)
-    starts: int = 0
-    stops: int = 0
-
-
-def audit_timeline(
-    events: Iterable[Mapping[str, Any]],
-    kills: Iterable[tuple[float, str]] = (),
-    pauses: Iterable[tuple[float, float | None, str]] = (),
-    *,
-    fence_bound: float = RESUME_FENCE_BOUND,
-) -> AuditResult:
-    """Replay report events with kills and ``(stop, cont, instance)`` pauses; see the module doc."""
-    timeline: list[tuple[float, int, str, str, str]] = []
-    for e in events:
-        timeline.append((float(e["t"]), 2, str(e["event"]), str(e["instance"]), str(e["item"])))
-    for t, who in kills:
-        timeline.append((t, 0, "kill", who, ""))
-    for t_stop, t_cont, who in pauses:
-        timeline.append((t_stop, 0, "pause", who, ""))
-        if t_cont is not None:
-            timeline.append((t_cont, 1, "resume", who, ""))
-    timeline.sort(key=lambda x: (x[0], x[1]))
-    ledger = OwnershipLedger()
-    result = AuditResult()
-    frozen: dict[str, set[str]] = {}
-    stale: dict[str, tuple[float, set[str]]] = {}
-    for t, _, what, who, item in timeline:
-        if what == "kill":
-            ledger.crash(who)
-            frozen.pop(who, None)
-            stale.pop(who, None)
-        elif what == "pause":
-            frozen[who] = {i for i, w in ledger.running.items() if w == who}
-            ledger.crash(who)  # a frozen process runs nothing
-        elif what == "resume":
-            stale[who] = (t, frozen.pop(who, set()))
-        elif what == "start":
-            _audit_start(result, ledger, stale, t, who, item)
-        elif what == "stop":
-            result.stops += 1
-            ledger.stop(item, who)
-            _audit_fence(result, stale, t, who, item, fence_bound)
-    result.violations.extend(
-        (v.at, f"{v.item}: started by {v.starting} at {v.at:.3f} while {v.running} ran it")
-        for v in ledger.violations
-    )
-    for who, (since, items) in stale.items():
-        if items:
-            result.violations.append((since, f"{who} never fenced {len(items)} stale items after SIGCONT"))
-    return result
-
-
-def _audit_start(result: AuditResult, ledger: OwnershipLedger, stale: dict[str, tuple[float, set[str]]],
-                 t: float, who: str, item: str) -> None:
-    result.starts += 1
-    if who in stale and stale[who][1]:
-        result.violations.append((t, f"{who} started {item} at {t:.3f} before fencing its stale work"))
-    ledger.start(item, who, t)
-
-
-def _audit_fence(result: AuditResult, stale: dict[str, tuple[float, set[str]]], t: float, who: str,
-                 item: str, fence_bound: float) -> None:
-    if who not in stale or item not in stale[who][1]:
-        return
-    since, items = stale[who]
-    items.discard(item)
-    latency = t - since
-    result.resume_fence.append(latency)
-    if latency > fence_bound:
-        what = f"{who} fenced {item} {latency:.3f}s after SIGCONT (bound {fence_bound})"
-        result.violations.append((t, what))
 
 
 class ChaosBed:
@@ -489,44 +392,3 @@ class ChaosBed:
             log.info("chaos-random-step", seed=seed, step=len(done), action=name)
             done.append(action())
         return done
-
-
-def scenario_at(faults: list[Fault], t: float) -> str:
-    """The scenario whose fault came last before ``t`` ("set-up" before any)."""
-    current = "set-up"
-    for fault in sorted(faults, key=lambda f: f.at):
-        if fault.at <= t:
-            current = fault.scenario
-    return current
-
-
-def summary_rows(
-    faults: list[Fault], audit: AuditResult, violations: list[tuple[float, str]]
-) -> list[list[str]]:
-    """Table rows: scenario, faults injected, re-convergence median and max, violations."""
-    by_scenario: dict[str, list[Fault]] = {}
-    for fault in faults:
-        by_scenario.setdefault(fault.scenario, []).append(fault)
-    counts: dict[str, int] = {}
-    for t, _ in [*audit.violations, *violations]:
-        scenario = scenario_at(faults, t)
-        counts[scenario] = counts.get(scenario, 0) + 1
-    rows = []
-    for scenario, group in by_scenario.items():
-        times = [t for f in group for t in f.converge]
-        kinds = sorted({f.kind for f in group})
-        rows.append([scenario, f"{len(group)} ({', '.join(kinds)})",
-                     f"{statistics.median(times):.1f}" if times else "-",
-                     f"{max(times):.1f}" if times else "-", str(counts.get(scenario, 0))])
-    fence = f"{max(audit.resume_fence) * 1000:.0f} ms" if audit.resume_fence else "-"
-    rows.append(["total", f"{len(faults)} faults; {audit.starts} starts, {audit.stops} stops",
-                 f"resume fence max {fence}", "-", str(len(audit.violations) + len(violations))])
-    return rows
-
-
-def format_table(rows: list[list[str]]) -> str:
-    header = ["scenario", "faults", "re-converge median s", "max s", "violations"]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([line.format(*header), line.format(*("-" * w for w in widths)),
-                      *(line.format(*r) for r in rows)])
