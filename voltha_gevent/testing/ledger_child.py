@@ -1,6 +1,7 @@
 """A child program for exec mode tests: it ticks into a ledger file until it is told to stop.
 
-``python ledger_child.py LEDGER [--tick S] [--ignore-term] [--exit-after S] [--spawn-grandchild]``
+``python ledger_child.py LEDGER [--tick S] [--ignore-term] [--exit-after S] [--spawn-grandchild]
+[--reload-on-hup]``
 
 It writes the lines of :mod:`voltha_gevent.testing.ledger` (``t instance pid run item event
 token``, one ``os.write`` on an ``O_APPEND`` descriptor each): ``start``, a ``tick`` every
@@ -13,6 +14,8 @@ another node started the item.
 Test knobs: ``--ignore-term`` ignores SIGTERM (only SIGKILL ends it), ``--exit-after`` exits
 with status 3 after that many seconds (a crashing program), ``--spawn-grandchild`` starts a
 ``sleep`` in its process group (the guard must reap it too) and writes its pid to stdout.
+It writes ``started item=I value=V`` (V: its stdin) to stdout; ``--reload-on-hup`` makes SIGHUP
+re-read ``VOLTHA_ITEM_VALUE_FILE`` and write ``reloaded item=I value=V`` (live values).
 Standard library only, run by path: it starts fast.
 """
 
@@ -33,6 +36,7 @@ def main() -> int:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--exit-after", type=float, default=0.0)
     parser.add_argument("--spawn-grandchild", action="store_true")
+    parser.add_argument("--reload-on-hup", action="store_true")
     args = parser.parse_args()
     item = os.environ.get("VOLTHA_ITEM", "?")
     instance = os.environ.get("VOLTHA_INSTANCE_ID", "?")
@@ -43,7 +47,10 @@ def main() -> int:
     def write(event: str) -> None:
         os.write(fd, f"{time.monotonic():.6f} {instance} {pid} 1 {item} {event} {token}\n".encode())
 
-    stopping = []
+    stopping: list[bool] = []
+    hups: list[bool] = []
+    if args.reload_on_hup:
+        signal.signal(signal.SIGHUP, lambda *_: hups.append(True))
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
@@ -64,6 +71,11 @@ def main() -> int:
         if args.exit_after and time.monotonic() - began >= args.exit_after:
             return 3
         write("tick")
+        if hups:
+            hups.clear()
+            with open(os.environ["VOLTHA_ITEM_VALUE_FILE"]) as handle:
+                sys.stdout.write(f"reloaded item={item} value={handle.read()!r}\n")
+            sys.stdout.flush()
     write("stop")
     return 0
 
