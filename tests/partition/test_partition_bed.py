@@ -42,6 +42,7 @@ CHECK_TTL = float(PARTITION_SETTINGS["VOLTHA_CHECK_TTL"])
 LOCK_DELAY = float(PARTITION_SETTINGS["VOLTHA_LOCK_DELAY"])
 SESSION_TTL = float(PARTITION_SETTINGS["VOLTHA_SESSION_TTL"])
 SOAK = float(PARTITION_SETTINGS["VOLTHA_SOAK"])
+MAX_LOOP_STALL = float(PARTITION_SETTINGS["VOLTHA_MAX_LOOP_STALL"])
 #: Process start, Raft elections, two busy cores.
 MARGIN = 3.0
 #: A frozen node stays frozen longer than its check TTL, so Consul gives its items away.
@@ -140,9 +141,14 @@ def test_sigstop_of_the_leader_node(bed: PartitionBed) -> None:
 
 
 def test_a_handler_that_blocks_the_event_loop(bed: PartitionBed, rng: random.Random) -> None:
-    assert BLOCK_SECONDS > CHECK_TTL
+    """A wedged loop: its heartbeat thread stops after max_loop_stall, the node is fenced, its
+    items are taken over while it is still blocked, and it does not act when it resumes."""
+    assert BLOCK_SECONDS > MAX_LOOP_STALL + CHECK_TTL
     runs = [bed.block_loop(rng.choice(bed.hosts)) for _ in range(RUNS)]
-    check(runs, STALL_BOUND, bed)
+    check(runs, MAX_LOOP_STALL + STALL_BOUND, bed)
+    for run in runs:  # taken over while still blocked; nothing done by it after it resumed
+        assert run.notes.get("takeover_first_s", BLOCK_SECONDS) < BLOCK_SECONDS, run.notes
+        assert run.notes["victim_last_effect_s"] < MAX_LOOP_STALL, run.notes
 
 
 def test_sigstop_of_a_client_agent(bed: PartitionBed, rng: random.Random) -> None:

@@ -59,6 +59,10 @@ PARTITION_SETTINGS = {
     "VOLTHA_WORKER_SOAK": "0.1",
     "VOLTHA_WATCH_WAIT": "10",
     "VOLTHA_HANDOVER_TIMEOUT": "10",
+    # a loop blocked for BLOCK_SECONDS is a wedge here: the heartbeat thread stops signalling
+    # after 2 s and the node must be fenced and its items taken over (the busy-but-alive case,
+    # where the session is kept, is tests/integration/test_heartbeat_thread_real.py)
+    "VOLTHA_MAX_LOOP_STALL": "2",
     "VOLTHA_LOG_FORMAT": "json",
 }
 SERVERS = ("s0", "s1", "s2")
