@@ -200,9 +200,9 @@ def test_malformed_entries_are_skipped_and_counted(cluster):
 
 
 def test_a_change_during_reassignment_schedules_exactly_one_more_run(monkeypatch):
-    import voltha_gevent.leader as leader_module
+    import voltha_gevent.placement as placement_module  # the leader plans through placement
 
-    real = leader_module.desired_assignment
+    real = placement_module.desired_assignment
     calls = []
 
     with FakeCluster(FakeConsul(), soak=0.2) as c:
@@ -214,7 +214,7 @@ def test_a_change_during_reassignment_schedules_exactly_one_more_run(monkeypatch
                 gevent.sleep(0.3)
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(leader_module, "desired_assignment", slow_first_run)
+        monkeypatch.setattr(placement_module, "desired_assignment", slow_first_run)
         c.add_items("x")
         node = c.add_node("a")
         assert c.wait_until(lambda: c.converged({"x", "during-1", "during-2"}), timeout=5)
