@@ -23,14 +23,9 @@ from typing import Any
 import pytest
 
 from voltha_gevent.testing import summary
-from voltha_gevent.testing.netbed import (
-    BLOCK_SECONDS,
-    PARTITION_SETTINGS,
-    TABLE_HEADER,
-    FaultRun,
-    PartitionBed,
-    fault_table,
-)
+from voltha_gevent.testing.netbed import PARTITION_SETTINGS, PartitionBed
+from voltha_gevent.testing.netbed_members import BLOCK_SECONDS
+from voltha_gevent.testing.netbed_runs import TABLE_HEADER, FaultRun, fault_table
 from voltha_gevent.testing.netns import qdisc_available, unavailable_reason
 
 pytestmark = [pytest.mark.consul, pytest.mark.partition, pytest.mark.slow]

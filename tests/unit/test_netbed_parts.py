@@ -9,7 +9,7 @@ import pytest
 
 from voltha_gevent.testing import netns
 from voltha_gevent.testing.ledger_audit import Overlap
-from voltha_gevent.testing.netbed import FaultRun, fault_table
+from voltha_gevent.testing.netbed_runs import FaultRun, fault_table
 from voltha_gevent.testing.summary import format_table
 
 

@@ -18,6 +18,10 @@ Each fault (:meth:`PartitionBed.run_fault`) starts from a converged, healed bed,
 holds, heals, waits (bounded) for convergence, and records a :class:`FaultRun`: recovery
 seconds from the ledger, overlaps (double runs) that began during it, token regressions.
 
+The parts: :mod:`~voltha_gevent.testing.netbed_members` (the agents and node processes in
+their namespaces), :mod:`~voltha_gevent.testing.netbed_faults` (the fault catalog),
+:mod:`~voltha_gevent.testing.netbed_runs` (a fault's record and the table of runs).
+
 Only processes started here are signalled, by pid; :meth:`PartitionBed.stop` stops them all,
 then deletes every namespace and link. Every wait and loop is bounded.
 """
@@ -27,24 +31,22 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from .agents import CLUSTER_HCL, AgentStartupError, _Process, find_consul_binary
+from .agents import AgentStartupError, find_consul_binary
 from .ledger import control_path_for
-from .ledger_audit import LedgerIndex, Overlap, TokenRegression, audit_index, recovery_seconds
+from .ledger_audit import LedgerIndex, audit_index, recovery_seconds
+from .netbed_faults import VOTER_TIMEOUT, PartitionFaults
+from .netbed_members import CONSUL_HTTP_PORT, HTTP_TIMEOUT, SERVERS, NsConsul, NsNode
+from .netbed_runs import FaultRun
 from .netns import Fabric
-from .processes import NodeProcess
 
 log = structlog.get_logger(__name__)
 
@@ -65,115 +67,18 @@ PARTITION_SETTINGS = {
     "VOLTHA_MAX_LOOP_STALL": "2",
     "VOLTHA_LOG_FORMAT": "json",
 }
-SERVERS = ("s0", "s1", "s2")
-#: Ports inside each namespace (every namespace has its own stack, so they never clash).
-CONSUL_HTTP_PORT = 8500
-NODE_REST_PORT = 8080
 #: An item's run counts as live when it acted this recently.
 LIVE_WINDOW = 1.0
 #: Converged means no run started or ended for this long.
 STABLE_FOR = 1.5
 #: Pause between two looks while waiting or holding a fault.
 POLL = 0.25
-#: Timeout of one HTTP call of the bed.
-HTTP_TIMEOUT = 1.0
 #: Bounds of the bed's own waits.
 STARTUP_TIMEOUT = 90.0
 SETTLE_TIMEOUT = 60.0
-VOTER_TIMEOUT = 60.0
-NODE_EXIT_TIMEOUT = 15.0
-#: How long SIGUSR1 blocks a node's loop (the node's ``--ledger-block``).
-BLOCK_SECONDS = 6.0
 
 
-@dataclass
-class FaultRun:
-    """One injection of one fault, and what the ledger says about it."""
-
-    fault: str
-    target: str
-    t0: float
-    healed: float = 0.0
-    converged: float | None = None
-    recovery: float | None = None
-    violations: list[Overlap] = field(default_factory=list)
-    regressions: list[TokenRegression] = field(default_factory=list)
-    notes: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def settle_seconds(self) -> float | None:
-        return None if self.converged is None else self.converged - self.t0
-
-    @property
-    def effects_inside(self) -> int:
-        return sum(v.effects_inside for v in self.violations)
-
-
-class NsConsul:
-    """A Consul agent (server or client) in a member's namespace; HTTP on 127.0.0.1 (and its address)."""
-
-    def __init__(self, fabric: Fabric, member: str, binary: str, workdir: Path, *, server: bool,
-                 join: list[str]) -> None:
-        self.member = member
-        self.address = fabric.addresses[member]
-        data = workdir / f"consul-{member}"
-        data.mkdir(parents=True, exist_ok=True)
-        clients = f"127.0.0.1 {self.address}" if server else "127.0.0.1"
-        argv = [binary, "agent", f"-node={member}", "-disable-host-node-id",
-                f"-bind={self.address}", f"-advertise={self.address}", f"-client={clients}",
-                f"-data-dir={data}", "-dns-port=-1", "-grpc-port=-1", "-retry-interval=1s",
-                *[f"-retry-join={a}" for a in join if a != self.address]]
-        if server:
-            argv += ["-server", f"-bootstrap-expect={len(SERVERS)}", "-hcl", CLUSTER_HCL]
-        self.process = _Process(fabric.exec_argv(member, argv), workdir / f"consul-{member}.log")
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def signal(self, signum: int) -> None:
-        if self.process.alive() and self.process.proc is not None:
-            self.process.proc.send_signal(signum)
-
-
-class NsNode(NodeProcess):
-    """A node process in a host's namespace, on the host's agent at 127.0.0.1, with a ledger."""
-
-    def __init__(self, instance_id: str, fabric: Fabric, member: str, workdir: Path, *, prefix: str,
-                 tick: float) -> None:
-        address = fabric.addresses[member]
-        settings = {**PARTITION_SETTINGS, "VOLTHA_REST_BIND": address, "VOLTHA_INTERNAL_HOST": address}
-        super().__init__(instance_id, f"127.0.0.1:{CONSUL_HTTP_PORT}", workdir, prefix=prefix,
-                         settings=settings)
-        self.fabric = fabric
-        self.member = member
-        self.address = address
-        self.rest_port = NODE_REST_PORT
-        self.tick = tick
-        self.ledger_file = self.workdir / f"{instance_id}.ledger"
-
-    def start(self) -> NsNode:
-        if self.alive():
-            return self
-        argv = [sys.executable, "-m", "voltha_gevent", "run", "--embedded-consul", "never",
-                "--ledger-file", str(self.ledger_file), "--ledger-tick", str(self.tick),
-                "--ledger-block", str(BLOCK_SECONDS)]
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(self.fabric.exec_argv(self.member, argv), env=self.env(),
-                                            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        return self
-
-    def get(self, path: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
-        url = f"http://{self.address}:{self.rest_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - a bed member
-                return answer.status, json.loads(answer.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-
-
-class PartitionBed:
+class PartitionBed(PartitionFaults):
     """Servers, hosts, ledgers and faults; see the module docstring."""
 
     def __init__(self, workdir: Path, *, hosts: int = 3, items: int = 60, tick: float = 0.05,
@@ -223,7 +128,7 @@ class PartitionBed:
 
     def _new_node(self, host: str) -> NsNode:
         return NsNode(self.instance(host), self.fabric, host, self.workdir, prefix=self.prefix,
-                      tick=self.tick)
+                      tick=self.tick, settings=PARTITION_SETTINGS)
 
     @staticmethod
     def instance(host: str) -> str:
@@ -445,125 +350,6 @@ class PartitionBed:
         self.retired.append(old)
         self.nodes[host] = self._new_node(host).start()
 
-    # -- the faults --------------------------------------------------------------------------
-
-    def isolate_host(self, host: str, seconds: float, fault: str = "isolate host") -> FaultRun:
-        def inject() -> None:
-            self.fabric.isolate(host)
-            self.unreachable.add(host)
-
-        def heal() -> None:
-            self.fabric.rejoin(host)
-            self.unreachable.discard(host)
-
-        return self.run_fault(fault, host, inject, heal, seconds, watch=host)
-
-    def cut_agent(self, host: str, seconds: float) -> FaultRun:
-        servers = [self.fabric.addresses[s] for s in SERVERS]
-
-        def inject() -> None:
-            self.fabric.blackhole(host, servers)
-            self.unreachable.add(host)
-
-        def heal() -> None:
-            self.fabric.unblackhole(host)
-            self.unreachable.discard(host)
-
-        return self.run_fault("cut agent from servers", host, inject, heal, seconds, watch=host)
-
-    def isolate_raft_leader(self, seconds: float) -> FaultRun:
-        leader = self.raft_leader()
-        if leader is None:
-            raise AssertionError("no Raft leader to isolate")
-
-        def inject() -> None:
-            self.fabric.isolate(leader)
-            self.unreachable.add(leader)
-
-        def heal() -> None:
-            self.fabric.rejoin(leader)
-            self.unreachable.discard(leader)
-            if not self._wait(self.all_voters, VOTER_TIMEOUT, None):
-                self.problems.append(f"{leader} did not become a Raft voter again")
-
-        return self.run_fault("isolate raft leader", leader, inject, heal, seconds)
-
-    def slow_link(self, host: str, seconds: float, rate: str = "64kbit") -> FaultRun:
-        return self.run_fault(f"slow link ({rate} tbf)", host, lambda: self.fabric.shape(host, rate),
-                              lambda: self.fabric.unshape(host), seconds, watch=host)
-
-    def freeze_node(self, host: str, seconds: float, fault: str) -> FaultRun:
-        def inject() -> None:
-            self.nodes[host].signal(signal.SIGSTOP)
-            self.frozen.add(host)
-
-        def heal() -> None:
-            self.nodes[host].signal(signal.SIGCONT)
-            self.frozen.discard(host)
-
-        return self.run_fault(fault, host, inject, heal, seconds)
-
-    def freeze_agent(self, host: str, seconds: float) -> FaultRun:
-        def inject() -> None:
-            self.agents[host].signal(signal.SIGSTOP)
-            self.unreachable.add(host)
-
-        def heal() -> None:
-            self.agents[host].signal(signal.SIGCONT)
-            self.unreachable.discard(host)
-
-        return self.run_fault("sigstop client agent", host, inject, heal, seconds, watch=host)
-
-    def block_loop(self, host: str) -> FaultRun:
-        def inject() -> None:
-            self.nodes[host].signal(signal.SIGUSR1)
-            self.frozen.add(host)
-
-        return self.run_fault(f"loop blocked {BLOCK_SECONDS:.0f}s", host, inject,
-                              lambda: self.frozen.discard(host), BLOCK_SECONDS + 0.5)
-
-    def set_revoke_delay(self, hosts: list[str], seconds: float) -> None:
-        """Make ``on_revoked`` of these hosts' nodes sleep ``seconds`` first (work keeps ticking)."""
-        for h in hosts:
-            control_path_for(self.nodes[h].ledger_file).write_text(f"{seconds}\n")
-
-    def slow_revoke_leave_and_handover(self, host: str, delay: float) -> FaultRun:
-        """Every on_revoked slow; ``host``'s node leaves (SIGTERM), then comes back (handover)."""
-
-        def inject() -> None:
-            self.set_revoke_delay(self.hosts, delay)
-            node = self.nodes[host]
-            self.down.add(host)
-            code = node.stop(grace=NODE_EXIT_TIMEOUT)
-            if code != 0:
-                self.problems.append(f"{node.instance_id} exited {code} on SIGTERM")
-            if self.wait_converged() is None:
-                self.problems.append(f"no convergence after {node.instance_id} left")
-            self.restart_node(host)
-            self.down.discard(host)
-
-        def heal() -> None:
-            self.wait_converged()
-            self.set_revoke_delay(self.hosts, 0.0)
-
-        return self.run_fault(f"slow on_revoked ({delay:.0f}s) + leave/handover", host, inject, heal, 0.0)
-
-    def slow_revoke_session_loss(self, host: str, delay: float, seconds: float) -> FaultRun:
-        """``host``'s on_revoked slow, then its session is lost (host isolated ``seconds``)."""
-
-        def inject() -> None:
-            self.set_revoke_delay([host], delay)
-            self.fabric.isolate(host)
-            self.unreachable.add(host)
-
-        def heal() -> None:
-            self.fabric.rejoin(host)
-            self.unreachable.discard(host)
-            self.set_revoke_delay([host], 0.0)
-
-        return self.run_fault(f"slow on_revoked ({delay:.0f}s) + session loss", host, inject, heal, seconds,
-                              watch=host)
-
     # -- helpers -----------------------------------------------------------------------------
 
     def _wait(self, predicate: Callable[[], Any], timeout: float, failure: str | None) -> bool:
@@ -593,40 +379,4 @@ class PartitionBed:
         return "\n".join(parts)
 
 
-def _median_max(values: list[float]) -> tuple[str, str]:
-    if not values:
-        return "-", "-"
-    return f"{statistics.median(values):.1f}", f"{max(values):.1f}"
-
-
-def fault_table(runs: list[FaultRun], not_run: dict[str, str] | None = None) -> list[list[str]]:
-    """Rows per fault: runs, recovery median/max, settle max, violations, effects inside, notes."""
-    by_fault: dict[str, list[FaultRun]] = {}
-    for run in runs:
-        by_fault.setdefault(run.fault, []).append(run)
-    rows = []
-    for fault, group in by_fault.items():
-        recovery = [r.recovery for r in group if r.recovery is not None]
-        med, top = _median_max(recovery)
-        if len(recovery) < len(group):
-            top += f" ({len(group) - len(recovery)} never)"
-        settle = [r.settle_seconds for r in group if r.settle_seconds is not None]
-        notes = []
-        for key in ("serf_critical_s", "session_gone_s", "victim_last_effect_s", "takeover_first_s"):
-            values = [r.notes[key] for r in group if key in r.notes]
-            if values:
-                notes.append(f"{key[:-2]} {'/'.join(f'{max(v, 0.0):.1f}' for v in values)}")
-        rows.append([fault, str(len(group)), med, top, _median_max(settle)[1],
-                     str(sum(len(r.violations) for r in group)), str(sum(r.effects_inside for r in group)),
-                     "; ".join(notes) or "-"])
-    for fault, why in (not_run or {}).items():
-        rows.append([fault, "0", "-", "-", "-", "-", "-", f"not run: {why}"])
-    return rows
-
-
-TABLE_HEADER = ["fault", "runs", "recovery s median", "max", "settled s max", "violations",
-                "effects inside", "notes (s after the fault)"]
-
-
-__all__ = ["BLOCK_SECONDS", "PARTITION_SETTINGS", "TABLE_HEADER", "FaultRun", "NsConsul", "NsNode",
-           "PartitionBed", "fault_table"]
+__all__ = ["PARTITION_SETTINGS", "PartitionBed"]
