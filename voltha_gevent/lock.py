@@ -29,7 +29,7 @@ from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
 from .retrying import BACKOFF_SCHEDULE
-from .supervision import supervise
+from .supervision import spawn_supervised
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
@@ -93,17 +93,13 @@ class SessionLock:
     def start(self) -> SessionLock:
         if self._greenlet is None:
             self.watch.start()
-            self._greenlet = gevent.spawn(self._run)
-            self._greenlet.name = self.name
-            supervise(self._greenlet, self.name, restart=self._restart)
+            self._greenlet = spawn_supervised(self._run, self.name, self._restart)
         return self
 
     def _restart(self) -> None:
         """Supervision: the loop crashed; run it again unless stopped meanwhile."""
         if not self._stop.is_set():
-            self._greenlet = gevent.spawn(self._run)
-            self._greenlet.name = self.name
-            supervise(self._greenlet, self.name, restart=self._restart)
+            self._greenlet = spawn_supervised(self._run, self.name, self._restart)
             self._changed.set()
 
     def stop(self, *, release: bool = False, timeout: float = 2.0) -> None:

@@ -118,6 +118,13 @@ def supervise(
     return greenlet
 
 
+def spawn_supervised(run: Callable[[], object], name: str, restart: Callable[[], object]) -> gevent.Greenlet:
+    """Spawn ``run`` as the greenlet ``name``, supervised: a crash is logged and ``restart`` called."""
+    greenlet = gevent.spawn(run)
+    greenlet.name = name
+    return supervise(greenlet, name, restart=restart)
+
+
 def _crashed(dead: gevent.Greenlet, component: str, instance: str | None,
              restart: Callable[[], object] | None,
              on_crash: Callable[[BaseException], object] | None) -> None:
@@ -162,4 +169,4 @@ def _call(fn: Callable[..., object], arg: object, component: str) -> bool:
 
 
 __all__ = ["MAX_RESTARTS", "NodeHealth", "add_instance_id", "bind_instance", "forget", "health_of",
-           "instance_of", "supervise"]
+           "instance_of", "spawn_supervised", "supervise"]

@@ -29,7 +29,7 @@ from .answer_bytes import answer_size, forget_answer_size
 from .consul_api import ConsulAPI
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
 from .retrying import backoff_step
-from .supervision import supervise
+from .supervision import spawn_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -121,9 +121,7 @@ class Watch:
             self.index = 0
             self._last = _NOTHING
             self.delivered.clear()
-            self._greenlet = gevent.spawn(self._run)
-            self._greenlet.name = self.name
-            supervise(self._greenlet, self.name, restart=self._restart)
+            self._greenlet = spawn_supervised(self._run, self.name, self._restart)
         return self
 
     def _restart(self) -> None:
