@@ -71,7 +71,9 @@ def test_child_that_exits_is_restarted_with_backoff_and_counted(cluster):
     node, work = _exec_node(cluster, "n1", [sys.executable, "-c", "import sys; sys.exit(3)"])
     try:
         began = now()
-        assert cluster.wait_until(lambda: work.exec_stats.restarts >= 2, timeout=15)
+        # restarts counts before the start, started after the guard's Popen: wait for both
+        assert cluster.wait_until(lambda: work.exec_stats.restarts >= 2 and work.exec_stats.started >= 3,
+                                  timeout=15)
         assert now() - began >= 1.0  # two pauses of at least MIN_RESTART_DELAY
         assert work.exec_stats.exited >= 2 and work.exec_stats.started >= 3
         metrics = render(node).decode()
