@@ -18,13 +18,12 @@ the same run. Medians over several runs; the process is gevent-monkey-patched fi
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from bench import _common  # first: monkey-patches before requests is imported
 from voltha_gevent import leader as leader_mod
-from voltha_gevent.config import Config
 from voltha_gevent.keys import Keys
+from voltha_gevent.leader_state import LeaderContext, LeaderSettings
 from voltha_gevent.membership import MemberRecord
 from voltha_gevent.retrying import Retrying
 from voltha_gevent.testing.agents import DevAgent
@@ -39,11 +38,11 @@ QUICK_BASELINE_SAMPLE = 500
 PREFIX = "bench/orch"
 
 
-def _stand_in(api: Any, keys: Keys, session_id: str, epoch: int) -> SimpleNamespace:
-    """What ``Leader.__init__`` and ``_reassign`` read from a coordinator, and no more."""
-    return SimpleNamespace(config=Config(soak=0.0, handover_timeout=30.0), keys=keys, api=api,
-                           watch_api=api, epoch=epoch, retry=Retrying(), members_changed_at=0.0,
-                           session=SimpleNamespace(session_id=session_id))
+def _stand_in(api: Any, keys: Keys, session_id: str, epoch: int) -> LeaderContext:
+    """What a leader of ``epoch`` works with, outside any coordinator."""
+    return LeaderContext(api=api, watch_api=api, keys=keys, retry=Retrying(), epoch=epoch,
+                         session_id=session_id, settings=LeaderSettings(soak=0.0, handover_timeout=30.0),
+                         give_up=lambda reason: None)
 
 
 def _members(n: int) -> dict[str, MemberRecord]:
@@ -52,8 +51,8 @@ def _members(n: int) -> dict[str, MemberRecord]:
                                       started_at=0.0) for i in range(n)}
 
 
-def _leader(coordinator: SimpleNamespace, items: set[str], members: dict) -> leader_mod.Leader:
-    leader = leader_mod.Leader(coordinator)
+def _leader(context: LeaderContext, items: set[str], members: dict) -> leader_mod.Leader:
+    leader = leader_mod.Leader(context)
     leader.view.items = set(items)
     leader.view.members = dict(members)
     return leader

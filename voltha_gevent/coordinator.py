@@ -35,6 +35,7 @@ from .election import Election
 from .entries import KVEntry
 from .errors import ConsulRejected, Stopped
 from .keys import Keys
+from .leader_state import LeaderContext, LeaderSettings
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
 from .retrying import BACKOFF_SCHEDULE, Retrying
 from .session import SessionKeeper
@@ -68,7 +69,7 @@ class Coordinator:
     def __init__(
         self,
         config: Config,
-        leader_class: Callable[[Coordinator], Any] | None = None,
+        leader_class: Callable[[LeaderContext], Any] | None = None,
         *,
         client_factory: ClientFactory | None = None,
         duties: tuple[SessionDuty, ...] = (),
@@ -275,7 +276,13 @@ class Coordinator:
 
     def _make_leader(self, epoch: int) -> Any:
         assert self.leader_class is not None
-        return self.leader_class(self)
+        session_id = self.session.session_id or ""
+        return self.leader_class(LeaderContext(
+            api=self.api, watch_api=self.watch_api, keys=self.keys, retry=self.retry, epoch=epoch,
+            session_id=session_id, settings=LeaderSettings.from_config(self.config),
+            give_up=lambda reason: self.session.mark_lost(session_id, reason),
+            members_changed_at=self.members_changed_at,
+        ))
 
     def set_draining(self, draining: bool) -> None:
         """Say in this node's member record whether it hands its items over (the leader then

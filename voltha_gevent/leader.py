@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -39,15 +38,12 @@ from .assignment import AssignmentPolicy
 from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
 from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
 from .keys import Keys, child_name, split_assignment
-from .leader_state import LeaderState, LeaderStats, View
+from .leader_state import LeaderContext, LeaderState, LeaderStats, View
 from .membership import MemberParseStats, parse_members
 from .owner_locks import read_holders
 from .placement_watch import PlacementWatch
 from .supervision import supervise
 from .watch import Watch, WatchKind
-
-if TYPE_CHECKING:
-    from .coordinator import Coordinator
 
 log = structlog.get_logger(__name__)
 
@@ -64,18 +60,19 @@ OWN_WRITES_GRACE = 5.0
 
 
 class Leader:
-    """Leader duties for one epoch; built by the election as ``Leader(coordinator)``."""
+    """Leader duties for one epoch; built by the election as ``Leader(context)``."""
 
-    def __init__(self, coordinator: Coordinator, policy: AssignmentPolicy | None = None) -> None:
-        config = coordinator.config
-        self.coordinator = coordinator
-        self.keys: Keys = coordinator.keys
-        self.api: ConsulAPI = coordinator.api
-        self.epoch = coordinator.epoch
-        self.session_id = coordinator.session.session_id or ""
-        self.soak = config.soak
-        self.max_soak_delay = config.max_soak_delay
-        self.handover_timeout = config.handover_timeout
+    def __init__(self, context: LeaderContext, policy: AssignmentPolicy | None = None) -> None:
+        settings = context.settings
+        self.context = context
+        self.keys: Keys = context.keys
+        self.api: ConsulAPI = context.api
+        self.retry = context.retry
+        self.epoch = context.epoch
+        self.session_id = context.session_id
+        self.soak = settings.soak
+        self.max_soak_delay = settings.max_soak_delay
+        self.handover_timeout = settings.handover_timeout
         self.policy = policy or AssignmentPolicy()
         self.state = LeaderState.STARTING
         self.stats = LeaderStats()
@@ -88,8 +85,8 @@ class Leader:
         self._owners_changed = gevent.event.Event()
         self._stop = gevent.event.Event()
         self._group = gevent.pool.Group()
-        wait = config.watch_wait
-        watch_api = coordinator.watch_api
+        wait = settings.watch_wait
+        watch_api = context.watch_api
         self._owners_poll: gevent.Greenlet | None = None  # while items move: see _owners_needed()
         self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
         self.assignments_watch = Watch(watch_api, self.keys.assignments, self._on_assignments,
@@ -109,7 +106,7 @@ class Leader:
         self._expected: set[str] | None = None  # keys view.assigned implies; None: recompute
         self._writing = 0
         self._own_writes: set[str] = set()  # assignment keys written lately
-        self._quiet_since: float | None = coordinator.members_changed_at or None
+        self._quiet_since: float | None = context.members_changed_at or None
         self._own_writes_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -137,8 +134,7 @@ class Leader:
 
     def _crashed(self, error: BaseException) -> None:
         """Supervision: give up the session (and with it the leader key) for a clean restart."""
-        reason = f"leader crashed ({error!r}); giving up its locks"
-        self.coordinator.session.mark_lost(self.session_id, reason)
+        self.context.give_up(f"leader crashed ({error!r}); giving up its locks")
 
     # -- watch callbacks ---------------------------------------------------------------
 
@@ -283,7 +279,7 @@ class Leader:
 
     def _refresh_assignments(self) -> None:
         """Read ``assignments/`` afresh (consistently): the truth to diff against."""
-        _, names = self.coordinator.retry.call(
+        _, names = self.retry.call(
             lambda: self.api.keys(self.keys.assignments, consistent=True), what="read-assignments")
         assigned: dict[str, set[str]] = {}
         for key in names:
@@ -416,7 +412,7 @@ class Leader:
 
     def _commit(self, batch: list[TxnOp]) -> None:
         try:
-            self.coordinator.retry.call(lambda: self.api.txn(batch, results=False), what="leader-txn")
+            self.retry.call(lambda: self.api.txn(batch, results=False), what="leader-txn")
         except TransactionFailed as exc:
             if any(index == 0 for index, _ in exc.errors):
                 raise NotLeader(f"epoch {self.epoch}: {exc}") from exc

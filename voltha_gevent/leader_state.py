@@ -5,10 +5,51 @@ Plain data, apart from the leader's logic so that module stays one concern: orch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .membership import MemberRecord
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .consul_api import ConsulAPI
+    from .keys import Keys
+    from .retrying import Retrying
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    soak: float = 5.0
+    max_soak_delay: float = 30.0
+    handover_timeout: float = 30.0
+    watch_wait: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> LeaderSettings:
+        return cls(soak=config.soak, max_soak_delay=config.max_soak_delay,
+                   handover_timeout=config.handover_timeout, watch_wait=config.watch_wait)
+
+
+@dataclass(frozen=True)
+class LeaderContext:
+    """What one epoch's leader works with, and nothing more (the election builds it).
+
+    ``give_up(reason)`` declares the session that holds the leader key lost: a crashed
+    leader gives its locks up for a clean restart. ``members_changed_at``: when this node
+    last saw the members change (a new leader's first soak counts from it).
+    """
+
+    api: ConsulAPI
+    watch_api: ConsulAPI
+    keys: Keys
+    retry: Retrying
+    epoch: int
+    session_id: str
+    settings: LeaderSettings
+    give_up: Callable[[str], None]
+    members_changed_at: float = 0.0
 
 
 class LeaderState(Enum):

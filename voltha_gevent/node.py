@@ -35,12 +35,14 @@ from .coordinator import Coordinator
 from .errors import VolthaError
 from .http import HttpEndpoint
 from .leader import Leader
+from .leader_state import LeaderContext
 from .lease import Ownership
 from .membership import MemberRecord
 from .revocation import RevokeBarrier
 from .seed import seed_workload
+from .value_updates import attach as attach_value_updates
 from .watch import WatchStats
-from .worker import AssignmentHandler, CallbackHandler, Worker
+from .worker import AssignmentHandler, CallbackHandler, Worker, WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +75,7 @@ class Node:
         on_revoked: Callable[[str], None] | None = None,
         handler: AssignmentHandler | None = None,
         client_factory: ClientFactory | None = None,
-        leader_class: Callable[[Coordinator], Any] = Leader,
+        leader_class: Callable[[LeaderContext], Any] = Leader,
         http: tuple[str, int] | None = None,
         value_updates: bool | None = None,
     ) -> None:
@@ -89,7 +91,14 @@ class Node:
         self.handler = handler or CallbackHandler(
             on_assigned or _ignore_assigned, on_revoked or _ignore_revoked
         )
-        self.worker = Worker(self.coordinator, self.handler, value_updates=value_updates)
+        coordinator = self.coordinator
+        self.worker = Worker(coordinator.api, coordinator.watch_api, coordinator.keys,
+                             coordinator.instance_id, coordinator.session, self.handler,
+                             WorkerSettings.from_config(self.config))
+        coordinator.add_duty(self.worker)
+        self.worker.values = attach_value_updates(self.worker, value_updates)
+        if self.worker.values is not None:
+            coordinator.add_duty(self.worker.values)
         self._seeder: gevent.Greenlet | None = None
         #: The node's own HTTP endpoint (``http=`` or :meth:`serve_http`), else None.
         self.http: HttpEndpoint | None = HttpEndpoint(self, *http) if http is not None else None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -52,6 +52,21 @@ log = structlog.get_logger(__name__)
 #: Default of ``max_loop_stall``: the heartbeat thread stops proving the session alive once
 #: the event loop has not turned for this long (a wedged node must lose its items).
 MAX_LOOP_STALL = 20.0
+
+
+class SessionView(Protocol):
+    """What a session-scoped component (the worker) may see of the node's session: its id
+    and generation, whether it is live, its lease - and the one action it may take,
+    declaring it lost (Consul said so, e.g. an owner lock answered "invalid session")."""
+
+    session_id: str | None
+    generation: int
+    lease: Lease
+
+    @property
+    def live(self) -> bool: ...
+
+    def mark_lost(self, session_id: str | None, reason: str) -> None: ...
 
 
 class SessionState(Enum):

@@ -199,9 +199,8 @@ def attach(worker: Any, value_updates: bool | None) -> ValueUpdates | None:
         return None
     updates = ValueUpdates(worker.watch_api, worker.keys, tasks=lambda: worker.tasks, notify=notify,
                            restart=worker.restart, wait=worker.watch_wait)
-    worker.coordinator.add_duty(updates)
     worker.add_revoke_barrier(updates.barrier)
-    return updates
+    return updates  # a session duty: the caller registers it with the coordinator
 
 
 __all__ = ["UpdatableHandler", "ValueUpdateStats", "ValueUpdates", "attach", "wants_updates"]

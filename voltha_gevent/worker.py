@@ -3,12 +3,17 @@
 For every item under ``<prefix>/assignments/<me>/`` the worker takes the ownership lock
 ``<prefix>/owners/<item>`` with its session - through :mod:`voltha_gevent.owner_locks`,
 in transactions shared with other items that also return the lock's ``ModifyIndex`` (the
-item's fencing token) and the item's workload value - waiting on a blocking query while a
-previous owner still holds it. Then it calls the
+item's fencing token) and the item's workload value - trying again with backoff while a
+previous owner still holds it (:mod:`voltha_gevent.item_task`). Then it calls the
 application's ``on_assigned(item, value)`` in the item's own work greenlet, which carries
 the item's :class:`~voltha_gevent.lease.Ownership` (``current_ownership()``,
 :meth:`Worker.ownership`). A handler that raises is logged (``assign-handler-failed``),
 counted and retried with backoff while the ownership stays valid.
+
+The worker gets what it uses - the API clients, the keys, its instance id, a view of the
+session (:class:`~voltha_gevent.session.SessionView`) and its settings - and changes no
+other object: :class:`~voltha_gevent.node.Node` registers it as a session duty of the
+coordinator.
 
 Stopping an item - its assignment went away, the node stops, the session was lost - is the
 job of :mod:`voltha_gevent.revocation`: one revocation per item, ``on_revoked`` within the
@@ -18,10 +23,7 @@ its next switch (the lease's switch guard), ``on_revoked`` still runs for clean-
 lock is released (they went with the session). Items come back only through new
 assignments to the new session.
 
-Item states (:class:`ItemState`)::
-
-    PENDING --lock taken--> STARTING --on_assigned called--> RUNNING
-    any --assignment gone or session ended--> REVOKING --revocation done--> (forgotten)
+Item states: :class:`~voltha_gevent.item_task.ItemState`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 import gevent
@@ -37,30 +38,25 @@ import gevent.event
 import structlog
 
 from .budget import KILL_TIMEOUT
-from .consul_api import backoff_step
-from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
-from .keys import child_name
-from .lease import Ownership, bind, now, run_fenced
+from .consul_api import ConsulAPI
+from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
+from .item_task import ItemState, ItemTask
+from .keys import Keys, child_name
+from .lease import Ownership, now
 from .owner_locks import OwnerLocks
 from .revocation import MIN_STOP_GRACE, Revocations, RevokeBarrier
 from .supervision import supervise
-from .value_updates import attach as attach_value_updates
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
-    from .coordinator import Coordinator
+    from .config import Config
+    from .session import SessionView
+    from .value_updates import ValueUpdates
 
 log = structlog.get_logger(__name__)
 
 #: Items set up between two yields to the event loop when a big assignment arrives.
 YIELD_EVERY = 500
-#: A refused owner lock (held by the previous owner, or in Consul's lock-delay) is tried
-#: again after REFUSED_RETRY seconds, doubling up to REFUSED_RETRY_MAX, then
-#: REFUSED_RETRY_SLOW once it has waited LONG_WAIT seconds (a stuck owner elsewhere).
-#: Items refused together retry together: their acquires share transactions, so a round
-#: costs O(items waiting). (A blocking query on ``owners/`` woke on every lock anywhere and
-#: downloaded all of them: 25 MB per change at 100,000 items.)
-REFUSED_RETRY, REFUSED_RETRY_MAX, REFUSED_RETRY_SLOW, LONG_WAIT = 0.05, 0.5, 2.0, 10.0
 #: While settled with nothing assigned, :meth:`Worker.wait_settled` looks again this often
 #: for a first assignment or an empty workload (seconds).
 SETTLED_RECHECK = 0.2
@@ -90,13 +86,6 @@ class CallbackHandler:
         self.revoked(item)
 
 
-class ItemState(Enum):
-    PENDING = "pending"
-    STARTING = "starting"
-    RUNNING = "running"
-    REVOKING = "revoking"
-
-
 @dataclass
 class WorkerStats:
     assigned: int = 0
@@ -104,152 +93,41 @@ class WorkerStats:
     fenced: int = 0
 
 
-def refused_retry(refusals: int, waited: float) -> float:
-    """Seconds before trying a refused owner lock again (see :data:`REFUSED_RETRY`)."""
-    if waited >= LONG_WAIT:
-        return REFUSED_RETRY_SLOW
-    return min(REFUSED_RETRY_MAX, REFUSED_RETRY * 2 ** min(refusals - 1, 10))
+@dataclass(frozen=True)
+class WorkerSettings:
+    soak: float = 0.5  # seconds a burst of assignment changes is coalesced
+    stop_timeout: float = 4.0
+    watch_wait: float = 60.0
 
-
-class ItemTask:
-    """One assigned item: its lock, its ownership, its work greenlet, its state."""
-
-    def __init__(self, worker: Worker, item: str, session_id: str, generation: int) -> None:
-        self.worker = worker
-        self.item = item
-        self.session_id = session_id
-        self.generation = generation
-        self.state = ItemState.PENDING
-        self.lock_held = False
-        self.ownership: Ownership | None = None
-        #: ModifyIndex of the workload value the work has (read with the lock; value_updates)
-        self.value_index = 0
-        self.work: gevent.Greenlet | None = None
-        self.in_call = False
-        self.acquirer = gevent.spawn(self._acquire_and_start)
-        self.acquirer.name = f"acquire:{item}"
-
-    # -- taking the lock ---------------------------------------------------------------
-
-    def _acquire_and_start(self) -> None:
-        worker = self.worker
-        failures = 0
-        refusals = 0
-        refused_since = 0.0
-        while self.state is ItemState.PENDING:
-            try:
-                self.in_call = True
-                got = worker.owner_locks.acquire(self.item, self.session_id)
-            except SessionInvalid as exc:
-                worker.session_invalid(self.session_id, f"owner lock: {exc}")
-                return
-            except (ConsulUnavailable, ConsulRejected, TransactionFailed) as exc:
-                failures += 1
-                log.warning("owner-lock-failed", item=self.item, error=str(exc))
-                gevent.sleep(backoff_step(failures))
-                continue
-            finally:
-                self.in_call = False
-            if got is not None:
-                self.lock_held = True  # no switch since the answer: a revocation sees it
-                break
-            refused_since = refused_since or time.monotonic()
-            refusals += 1
-            if refusals == 1:
-                log.debug("owner-lock-refused", item=self.item)  # per item: debug
-            gevent.sleep(refused_retry(refusals, time.monotonic() - refused_since))
-        else:
-            return
-        if self.state is not ItemState.PENDING:
-            return  # revoked while the lock was being taken: the revocation releases it
-        lock, entry = got
-        self.value_index = entry.modify_index if entry else 0
-        self.ownership = Ownership.from_lock(self.item, lock, entry.value if entry else None,
-                                             worker.lease, self.generation)
-        self.state = ItemState.STARTING
-        self.work = gevent.spawn(run_fenced, self._run_handler)
-        self.work.name = f"work:{self.item}"
-        bind(self.work, self.ownership, fenced_runner=True)
-
-    def cancel_acquire(self, timeout: float) -> bool:
-        """Stop a pending acquire; False when a call in flight had to be killed (outcome unknown).
-
-        The state turns REVOKING first, so an answer still in flight records the lock
-        (``lock_held``, for the revocation to release) but never starts the work.
-        """
-        self.state = ItemState.REVOKING
-        acquirer = self.acquirer
-        if acquirer.dead or acquirer is gevent.getcurrent():
-            return True
-        if self.in_call:
-            acquirer.join(timeout)  # the answer decides lock_held; killing it would lose that
-        if acquirer.dead:
-            return True
-        in_call = self.in_call
-        acquirer.kill(block=True, timeout=KILL_TIMEOUT)
-        return not in_call
-
-    # -- running the handler -----------------------------------------------------------
-
-    def _run_handler(self) -> None:
-        worker, ownership = self.worker, self.ownership
-        assert ownership is not None
-        failures = 0
-        while self.state is ItemState.STARTING and ownership.valid():
-            self.state = ItemState.RUNNING  # the lock is held: from here on the work may run
-            worker.changed()
-            log.debug("item-started", item=self.item, token=ownership.token)  # per item: debug
-            try:
-                worker.handler.on_assigned(self.item, ownership.value)
-            except gevent.GreenletExit:
-                raise
-            except Exception as exc:  # noqa: BLE001 - application code; retried, never fatal
-                if self.state is ItemState.RUNNING:
-                    self.state = ItemState.STARTING
-                failures += 1
-                worker.stats.handler_failures += 1
-                log.error("assign-handler-failed", item=self.item, error=repr(exc), attempt=failures)
-                ownership.wait(backoff_step(failures))
-                continue
-            worker.stats.assigned += 1
-            return
-
-    def handler_started(self) -> bool:
-        """``on_assigned`` has been called (and did not fail): later values are news to it."""
-        return self.state is ItemState.RUNNING
-
-    def call_on_revoked(self) -> gevent.Greenlet | None:
-        """Spawn ``on_revoked`` when the work was started; the revocation bounds it."""
-        if self.work is None:
-            return None
-        stopper = gevent.spawn(self.worker.handler.on_revoked, self.item)
-        stopper.name = f"on-revoked:{self.item}"
-        return stopper
+    @classmethod
+    def from_config(cls, config: Config) -> WorkerSettings:
+        return cls(soak=config.worker_soak, stop_timeout=config.stop_timeout, watch_wait=config.watch_wait)
 
 
 class Worker:
-    """Runs this node's assigned items; a session duty of the coordinator."""
+    """Runs this node's assigned items; a session duty (see the module docstring)."""
 
     def __init__(
         self,
-        coordinator: Coordinator,
+        api: ConsulAPI,
+        watch_api: ConsulAPI,
+        keys: Keys,
+        instance_id: str,
+        session: SessionView,
         handler: AssignmentHandler,
-        *,
-        soak: float | None = None,
-        stop_timeout: float | None = None,
-        value_updates: bool | None = None,
+        settings: WorkerSettings | None = None,
     ) -> None:
-        config = coordinator.config
-        self.coordinator = coordinator
+        settings = settings or WorkerSettings()
         self.handler = handler
-        self.keys = coordinator.keys
-        self.api = coordinator.api
-        self.watch_api = coordinator.watch_api
-        self.instance_id = coordinator.instance_id
-        self.lease = coordinator.session.lease
-        self.soak = config.worker_soak if soak is None else soak
-        self.stop_timeout = config.stop_timeout if stop_timeout is None else stop_timeout
-        self.watch_wait = config.watch_wait
+        self.keys = keys
+        self.api = api
+        self.watch_api = watch_api
+        self.instance_id = instance_id
+        self.session = session
+        self.lease = session.lease
+        self.soak = settings.soak
+        self.stop_timeout = settings.stop_timeout
+        self.watch_wait = settings.watch_wait
         self.stats = WorkerStats()
         self.owner_locks = OwnerLocks(self.api, self.keys, self.instance_id)
         self.revocations = Revocations(release_lock=self._release_lock, session_current=self._session_current,
@@ -264,8 +142,7 @@ class Worker:
         self._watch: Watch | None = None
         self._loop: gevent.Greenlet | None = None
         self._restarts: set[str] = set()
-        coordinator.add_duty(self)
-        self.values = attach_value_updates(self, value_updates)  # a changed workload value: on_updated
+        self.values: ValueUpdates | None = None  # a changed workload value: on_updated (Node wires it)
 
     def restart(self, items: set[str]) -> None:
         """Revoke ``items`` and take them up again here (a changed value, no ``on_updated``)."""
@@ -280,7 +157,7 @@ class Worker:
 
     def session_started(self, session_id: str) -> None:
         self._session_id = session_id
-        self._generation = self.coordinator.session.generation
+        self._generation = self.session.generation
         self.assigned = set()
         self._dirty.clear()
         self._watch = Watch(self.watch_api, self.keys.assignments_of(self.instance_id), self._on_assignments,
@@ -319,7 +196,7 @@ class Worker:
 
     def session_invalid(self, session_id: str, reason: str) -> None:
         """Consul says the session is gone (seen by an acquirer); the coordinator fences."""
-        self.coordinator.session.mark_lost(session_id, reason)
+        self.session.mark_lost(session_id, reason)
 
     def abandon(self) -> None:
         """Kill every greenlet and all work without handlers or releases (crash, for tests)."""
@@ -405,8 +282,7 @@ class Worker:
 
     def _session_current(self, session_id: str) -> bool:
         """The session still holds its locks (a graceful stop releases them before it ends)."""
-        session = self.coordinator.session
-        return session.session_id == session_id and session.live
+        return self.session.session_id == session_id and self.session.live
 
     def changed(self) -> None:
         """Something changed: recompute ``settled`` soon (once for a burst of changes).

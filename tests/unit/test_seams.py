@@ -1,0 +1,111 @@
+"""Narrow seams: a Worker and a Leader built from what they use, without a Coordinator.
+
+Layer: unit (each component on the in-memory fake, wired by hand the way ``Node`` wires
+them; the session is a plain stand-in, not a SessionKeeper).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import gevent
+
+from voltha_gevent.consul_api import ConsulAPI
+from voltha_gevent.keys import Keys
+from voltha_gevent.leader import Leader
+from voltha_gevent.leader_state import LeaderContext, LeaderSettings
+from voltha_gevent.lease import Lease, now
+from voltha_gevent.membership import MemberRecord
+from voltha_gevent.retrying import Retrying
+from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.worker import CallbackHandler, Worker, WorkerSettings
+
+KEYS = Keys("seams")
+
+
+@dataclass
+class StandInSession:
+    """A session as the worker sees it (``SessionView``): an id, a lease, a way to give up."""
+
+    session_id: str | None
+    generation: int = 1
+    lease: Lease = field(default_factory=Lease)
+    lost: list[str] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return not self.lost
+
+    def mark_lost(self, session_id: str | None, reason: str) -> None:
+        self.lost.append(reason)
+
+
+def wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = now() + timeout
+    while now() < deadline:
+        if condition():
+            return True
+        gevent.sleep(0.02)
+    return condition()
+
+
+def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
+    fake = FakeConsul()
+    client = fake.client()
+    api = ConsulAPI(client)
+    session_id = client.session.create(ttl=30, lock_delay=0)
+    session = StandInSession(session_id)
+    session.lease.begin(1, now() + 3600)
+    started: list[str] = []
+    stopped: list[str] = []
+    worker = Worker(api, api, KEYS, "w1", session, CallbackHandler(lambda item, value: started.append(item),
+                                                                    stopped.append),
+                    WorkerSettings(soak=0.0, stop_timeout=1.0, watch_wait=2.0))
+    for item in ("a", "b"):
+        api.put(KEYS.item(item), f"value-{item}")
+        api.put(KEYS.assignment("w1", item), json.dumps({"epoch": 1}))
+    worker.session_started(session_id)
+    try:
+        assert wait_for(lambda: worker.owned() == {"a", "b"})
+        assert sorted(started) == ["a", "b"]
+        assert worker.ownership("a").value == b"value-a"
+        api.delete(KEYS.assignment("w1", "b"))
+        assert wait_for(lambda: worker.owned() == {"a"} and stopped == ["b"])
+        _, lock = api.get(KEYS.owner("b"))
+        assert lock is not None and lock.session is None  # released after on_revoked
+    finally:
+        worker.session_ended(lost=False)
+    assert session.lost == []
+
+
+def test_a_leader_assigns_the_workload_without_a_coordinator() -> None:
+    fake = FakeConsul()
+    client = fake.client()
+    api = ConsulAPI(client)
+    session_id = client.session.create(ttl=30, lock_delay=0)
+    assert client.kv.put(KEYS.leader, "l1", acquire=session_id)
+    for member in ("m1", "m2"):
+        member_session = client.session.create(ttl=30, lock_delay=0)
+        record = MemberRecord(instance_id=member, internal_host="127.0.0.1", external_host="127.0.0.1",
+                              rest_port=0, capacity=1.0, started_at=0.0)
+        assert client.kv.put(KEYS.member(member), record.to_json(), acquire=member_session)
+    items = {f"item{i}" for i in range(20)}
+    for item in items:
+        api.put(KEYS.item(item), "")
+    given_up: list[str] = []
+    leader = Leader(LeaderContext(api=api, watch_api=api, keys=KEYS, retry=Retrying(), epoch=1,
+                                  session_id=session_id, settings=LeaderSettings(soak=0.05, watch_wait=2.0),
+                                  give_up=given_up.append))
+    leader.start()
+    try:
+        def assigned() -> dict[str, str]:
+            _, names = api.keys(KEYS.assignments)
+            return {name.rsplit("/", 1)[1]: name.split("/")[-2] for name in names}
+
+        assert wait_for(lambda: set(assigned()) == items)
+        assert set(assigned().values()) == {"m1", "m2"}
+        assert leader.stats.reassignments >= 1
+    finally:
+        leader.stop()
+    assert given_up == []
