@@ -42,6 +42,7 @@ from .leader_state import LeaderContext, LeaderState, LeaderStats, View
 from .membership import MemberParseStats, parse_members
 from .owner_locks import read_holders
 from .placement_watch import PlacementWatch
+from .published import PublishedAssignments
 from .supervision import supervise
 from .watch import Watch, WatchKind
 
@@ -53,10 +54,6 @@ TXN_CONCURRENCY = 4
 PAUSE_WATCH_BATCHES = 8
 #: Seconds between two reads of the owner locks of items in handover (at least one read's time).
 HANDOVER_POLL = 0.1
-#: How long a difference between ``assignments/`` and this leader's view that touches only
-#: keys it wrote itself is taken for its own writes still on their way (a snapshot taken
-#: between two of its batches), not another writer's.
-OWN_WRITES_GRACE = 5.0
 
 
 class Leader:
@@ -100,14 +97,8 @@ class Leader:
             self.assignments_watch,
             *self.placement.watches,
         ]
-        # Raw key strings, not parsed pairs: at 100,000 items the assignments watch delivers
-        # 100,000 keys, and parsing each (a regex per segment) cost more than the listing.
-        self._published: set[str] | None = None
-        self._expected: set[str] | None = None  # keys view.assigned implies; None: recompute
-        self._writing = 0
-        self._own_writes: set[str] = set()  # assignment keys written lately
+        self.published = PublishedAssignments(self.keys)
         self._quiet_since: float | None = context.members_changed_at or None
-        self._own_writes_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -159,31 +150,16 @@ class Leader:
             self._dirty.set()
 
     def _on_assignments(self, names: list[str]) -> None:
-        self._published = set(names)
+        self.published.listing = set(names)
         self._check_published()
 
-    def _expected_keys(self) -> set[str]:
-        """The assignment keys :attr:`view.assigned` implies (cached until it changes)."""
-        if self._expected is None:
-            assigned = self.view.assigned
-            self._expected = {self.keys.assignment(m, item) for item, ms in assigned.items() for m in ms}
-        return self._expected
-
     def _check_published(self) -> None:
-        """Reassign when ``assignments/`` differs from what this leader wrote (another writer)."""
-        if self._published is None or self._writing or self.state is LeaderState.REASSIGNING:
-            return  # our own writes are in flight; checked again once they are done
-        expected = self._expected_keys()
-        differences = {key for key in self._published ^ expected  # malformed keys are not ours
-                       if split_assignment(self.keys.assignments, key) is not None}
-        if not differences:
-            self._own_writes = set()
-            return
-        if differences <= self._own_writes and time.monotonic() - self._own_writes_at < OWN_WRITES_GRACE:
-            return  # a snapshot of our own batches in flight: the next one will show them all
-        if not self._dirty.is_set():
-            log.info("assignments-changed-elsewhere", extra=len(differences - expected),
-                     missing=len(differences & expected))
+        """Reassign when another writer edited ``assignments/`` (see :mod:`.published`)."""
+        if self.state is LeaderState.REASSIGNING:
+            return  # checked again once the reassignment is done
+        edits = self.published.foreign_edits(self.view.assigned)
+        if edits is not None and not self._dirty.is_set():
+            log.info("assignments-changed-elsewhere", extra=edits.extra, missing=edits.missing)
             self._dirty.set()
 
     def _skip(self, key: str, why: str) -> None:
@@ -251,7 +227,7 @@ class Leader:
                    if self.desired.get(item) != m]
         for m, item in revokes:
             view.assigned.get(item, set()).discard(m)
-        self._expected = None
+        self.published.view_changed()
         now = time.monotonic()
         self.pending_since = {item: self.pending_since.get(item, now) for item, m in self.desired.items()
                               if m not in view.assigned.get(item, set())}
@@ -290,7 +266,7 @@ class Leader:
             member, item = parsed
             assigned.setdefault(item, set()).add(member)
         self.view.assigned = assigned
-        self._expected = None
+        self.published.view_changed()
 
     def _complete_handovers(self, first: list[TxnOp] | None = None) -> int:
         """Grant pending items whose old owner let go (or whose handover timed out).
@@ -324,7 +300,7 @@ class Leader:
         grants.sort()
         grant_ops = [TxnOp.set(self.keys.assignment(m, item), value) for m, item, _ in grants]
         self._write([*(first or []), *grant_ops])
-        self._expected = None
+        self.published.view_changed()
         for member, item, since in grants:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
@@ -392,7 +368,6 @@ class Leader:
             return
         guard = [TxnOp.check_session(self.keys.leader, self.session_id)]
         batches = list(chunked(ops, guard, TXN_MAX_OPS))
-        self._own_writes |= {op.key for op in ops if op.key.startswith(self.keys.assignments)}
         pool = gevent.pool.Pool(TXN_CONCURRENCY)
         # A big write phase would have the assignments watch download and parse the whole,
         # growing folder after every batch - only to be ignored as our own writes. It reads
@@ -400,15 +375,14 @@ class Leader:
         pause = len(batches) > PAUSE_WATCH_BATCHES and self.assignments_watch.running
         if pause:
             self.assignments_watch.stop()
-        self._writing += 1
+        self.published.writing_phase(ops)
         try:
             jobs = [pool.spawn(self._commit, batch) for batch in batches]
             gevent.joinall(jobs, raise_error=True)
         finally:
-            self._writing -= 1
+            self.published.phase_done()
             if pause and not self._stop.is_set():
                 self.assignments_watch.start()
-            self._own_writes_at = time.monotonic()  # the grace counts from the end of the phase
 
     def _commit(self, batch: list[TxnOp]) -> None:
         try:
