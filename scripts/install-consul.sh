@@ -28,43 +28,10 @@ fail() {
   exit 1
 }
 
-sources=/etc/apt/sources.list.d/debian.sources
-list=/etc/apt/sources.list
-mirror=""
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-if [ -r "$sources" ]; then
-  mirror=$(awk '/^URIs:/ {print $2; exit}' "$sources")
-  signed=$(awk '/^Signed-By:/ {print $2; exit}' "$sources")
-  [ -n "$signed" ] && keyring=$signed
-elif [ -r "$list" ]; then
-  mirror=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' "$list")
-fi
-[ -n "$mirror" ] || fail "no Debian mirror found in $sources"
-command -v apt-get >/dev/null 2>&1 || fail "apt-get is not available"
-command -v dpkg >/dev/null 2>&1 || fail "dpkg is not available"
-
 work="$cache/apt"
-mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/sourceparts"
-# Verify the index with the machine's Debian keyring when it has one.
-if [ -r "$keyring" ]; then trust="signed-by=$keyring"; else trust="trusted=yes"; fi
-cat > "$work/sources.list" <<LIST
-deb [$trust] $mirror bullseye main
-LIST
-apt_opts=(
-  -o "Dir::Etc::SourceList=$work/sources.list"
-  -o "Dir::Etc::SourceParts=$work/sourceparts"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache::Archives=$work/archives"
-  -o "Dir::Cache::pkgcache=$work/pkgcache.bin"
-  -o "Dir::Cache::srcpkgcache=$work/srcpkgcache.bin"
-  -o "Acquire::Check-Valid-Until=false"
-  -o "APT::Sandbox::User=root"
-)
-say "fetching the bullseye package index from the configured mirror"
-apt-get "${apt_opts[@]}" -qq update >&2 || fail "apt-get update of the private bullseye list failed"
-say "downloading the consul package"
-(cd "$work" && apt-get "${apt_opts[@]}" -qq download consul >&2) || fail "apt-get download consul failed"
-deb=$(ls "$work"/consul_*.deb 2>/dev/null | head -n 1)
+. "$here/scripts/lib/debian-download.sh"
+debian_download "$work" bullseye consul || fail "the consul package could not be downloaded"
+deb=$(ls "$work"/debs/consul_*.deb 2>/dev/null | head -n 1)
 [ -n "$deb" ] || fail "no consul .deb was downloaded"
 dpkg -x "$deb" "$cache"
 [ -x "$cached_bin" ] || fail "the package did not contain usr/bin/consul"

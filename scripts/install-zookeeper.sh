@@ -29,6 +29,7 @@ marker="$cache/.complete"
 
 say() { echo "install-zookeeper: $*" >&2; }
 fail() { say "$*"; exit 1; }
+. "$here/scripts/lib/debian-download.sh"
 
 # -- the JRE ---------------------------------------------------------------------------------
 find_java() {
@@ -72,45 +73,12 @@ if [ -f /usr/share/java/zookeeper.jar ]; then print "$(classpath_in /usr/share/j
 if [ -f "$marker" ]; then print "$(classpath_in "$root/usr/share/java")"; fi
 
 download() {
-  local sources=/etc/apt/sources.list.d/debian.sources list=/etc/apt/sources.list
-  local mirror="" suite="" keyring=/usr/share/keyrings/debian-archive-keyring.gpg signed
-  if [ -r "$sources" ]; then
-    mirror=$(awk '/^URIs:/ {print $2; exit}' "$sources")
-    suite=$(awk '/^Suites:/ {print $2; exit}' "$sources")
-    signed=$(awk '/^Signed-By:/ {print $2; exit}' "$sources")
-    [ -n "$signed" ] && keyring=$signed
-  elif [ -r "$list" ]; then
-    read -r mirror suite < <(awk '$1 == "deb" && $0 !~ /security/ {
-      for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i, $(i + 1); exit}}' "$list") || true
-  fi
-  [ -n "$mirror" ] && [ -n "$suite" ] || { say "no Debian mirror found in $sources"; return 1; }
-  command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 || { say "no apt-get/dpkg"; return 1; }
-
   local work="$cache/apt"
-  mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/sourceparts" "$work/debs"
-  local trust
-  if [ -r "$keyring" ]; then trust="signed-by=$keyring"; else trust="trusted=yes"; fi
-  echo "deb [$trust] $mirror $suite main" > "$work/sources.list"
-  local apt_opts=(
-    -o "Dir::Etc::SourceList=$work/sources.list"
-    -o "Dir::Etc::SourceParts=$work/sourceparts"
-    -o "Dir::State::Lists=$work/lists"
-    -o "Dir::Cache::Archives=$work/archives"
-    -o "Dir::Cache::pkgcache=$work/pkgcache.bin"
-    -o "Dir::Cache::srcpkgcache=$work/srcpkgcache.bin"
-    -o "Acquire::Check-Valid-Until=false"
-    -o "APT::Sandbox::User=root"
-  )
-  say "fetching the $suite package index from the configured mirror"
-  apt-get "${apt_opts[@]}" -qq update >&2 || { say "apt-get update of the private $suite list failed"; return 1; }
-
   # Only the Java libraries in $PACKAGES: the JRE comes from the system, and the rest of
   # libzookeeper-java's dependencies serve the admin server, tools and the client.
   local packages
   read -r -a packages <<< "$(echo $PACKAGES)"
-  say "downloading ${packages[*]}"
-  (cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download "${packages[@]}" >&2) \
-    || { say "apt-get download failed"; return 1; }
+  debian_download "$work" "" "${packages[@]}" || return 1
   rm -rf "$root"; mkdir -p "$root"
   local deb
   for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$root"; done
