@@ -37,7 +37,7 @@ from .errors import ConsulRejected, Stopped
 from .keys import Keys
 from .leader_state import LeaderContext, LeaderSettings
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
-from .retrying import BACKOFF_SCHEDULE, Retrying
+from .retrying import BACKOFF, Retrying
 from .session import SessionKeeper
 from .supervision import supervise
 from .watch import Watch, WatchKind
@@ -223,7 +223,7 @@ class Coordinator:
                     self.retry.stats.errors += 1
                     self.retry.stats.last_error = str(exc)
                     log.error("session-create-rejected", error=str(exc))
-                    if self._stop.wait(BACKOFF_SCHEDULE[-1]):
+                    if self._stop.wait(BACKOFF.slowest):
                         return
                     continue
                 self._start_session(session_id)

@@ -24,9 +24,9 @@ import gevent
 import structlog
 
 from .budget import KILL_TIMEOUT
-from .consul_api import backoff_step
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
 from .lease import Ownership, bind, run_fenced
+from .retrying import Backoff, backoff_step
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -34,12 +34,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 #: A refused owner lock (held by the previous owner, or in Consul's lock-delay) is tried
-#: again after REFUSED_RETRY seconds, doubling up to REFUSED_RETRY_MAX, then
-#: REFUSED_RETRY_SLOW once it has waited LONG_WAIT seconds (a stuck owner elsewhere).
-#: Items refused together retry together: their acquires share transactions, so a round
-#: costs O(items waiting). (A blocking query on ``owners/`` woke on every lock anywhere and
-#: downloaded all of them: 25 MB per change at 100,000 items.)
-REFUSED_RETRY, REFUSED_RETRY_MAX, REFUSED_RETRY_SLOW, LONG_WAIT = 0.05, 0.5, 2.0, 10.0
+#: again after 0.05 s, doubling up to 0.5 s, then every 2 s (the slowest step) once it has
+#: waited LONG_WAIT seconds (a stuck owner elsewhere). Items refused together retry
+#: together: their acquires share transactions, so a round costs O(items waiting). (A
+#: blocking query on ``owners/`` would wake on every lock anywhere and download all of them:
+#: 25 MB per change at 100,000 items.)
+REFUSED_BACKOFF = Backoff(schedule=(0.05, 0.1, 0.2, 0.4, 0.5), slowest=2.0)
+LONG_WAIT = 10.0
 
 
 class ItemState(Enum):
@@ -47,13 +48,6 @@ class ItemState(Enum):
     STARTING = "starting"
     RUNNING = "running"
     REVOKING = "revoking"
-
-
-def refused_retry(refusals: int, waited: float) -> float:
-    """Seconds before trying a refused owner lock again (see :data:`REFUSED_RETRY`)."""
-    if waited >= LONG_WAIT:
-        return REFUSED_RETRY_SLOW
-    return min(REFUSED_RETRY_MAX, REFUSED_RETRY * 2 ** min(refusals - 1, 10))
 
 
 class ItemTask:
@@ -102,7 +96,8 @@ class ItemTask:
             refusals += 1
             if refusals == 1:
                 log.debug("owner-lock-refused", item=self.item)  # per item: debug
-            gevent.sleep(refused_retry(refusals, time.monotonic() - refused_since))
+            waited = time.monotonic() - refused_since
+            gevent.sleep(REFUSED_BACKOFF.step(refusals, slowest=waited >= LONG_WAIT))
         else:
             return
         if self.state is not ItemState.PENDING:
@@ -172,4 +167,4 @@ class ItemTask:
         return stopper
 
 
-__all__ = ["ItemState", "ItemTask", "refused_retry"]
+__all__ = ["REFUSED_BACKOFF", "ItemState", "ItemTask"]

@@ -28,15 +28,15 @@ import structlog
 from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
-from .retrying import BACKOFF_SCHEDULE
+from .retrying import Backoff
 from .supervision import spawn_supervised
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
 
-#: Retry pause after a failed acquire call (Consul unreachable); a 403 waits the slowest
-#: backoff step instead.
-ACQUIRE_RETRY = 1.0
+#: Pause after a failed acquire call (Consul unreachable): one second, every time (the key's
+#: watch wakes the lock sooner when the key changes); a 403 waits the slowest step.
+ACQUIRE_BACKOFF = Backoff(schedule=(1.0,))
 
 
 class LockState(Enum):
@@ -178,7 +178,7 @@ class SessionLock:
             return None
         except (ConsulUnavailable, ConsulRejected) as exc:
             log.warning("lock-acquire-failed", lock=self.name, error=str(exc))
-            return BACKOFF_SCHEDULE[-1] if isinstance(exc, PermissionDenied) else ACQUIRE_RETRY
+            return ACQUIRE_BACKOFF.step(1, slowest=isinstance(exc, PermissionDenied))
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -1,6 +1,10 @@
-"""The one retry helper, :class:`Retrying`, and the seed's backoff schedule.
+"""The one retry policy: :class:`Backoff` (how long to pause after the n-th failure) and
+:class:`Retrying`, the helper that retries a call along it.
 
-Retries :class:`~voltha_gevent.errors.ConsulUnavailable` (and
+:data:`BACKOFF` is the pause schedule of every loop that retries a failed Consul call or
+restarts a crashed component; loops that wait for something else (a held lock, lock-delay)
+use a :class:`Backoff` of their own. :class:`Retrying` retries
+:class:`~voltha_gevent.errors.ConsulUnavailable` (and
 :class:`~voltha_gevent.errors.PermissionDenied` at the slowest step); a
 :class:`~voltha_gevent.errors.SessionInvalid` propagates at once: the session is gone, and
 with it every lock, so retrying the call cannot help. Waits happen on the ``stop`` event, so
@@ -22,18 +26,39 @@ from .errors import ConsulTLSError, ConsulUnavailable, PermissionDenied, Stopped
 
 log = structlog.get_logger(__name__)
 
-#: The seed's backoff schedule, in seconds; the last step repeats.
+#: The backoff schedule of failed Consul calls, in seconds; the last step repeats.
 BACKOFF_SCHEDULE: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-#: Each backoff step is stretched by up to this fraction, so that a cluster of nodes does
-#: not retry in lock step.
+#: Each of :class:`Retrying`'s pauses is stretched by up to this fraction, so that a cluster
+#: of nodes does not retry in lock step.
 BACKOFF_JITTER = 0.1
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Pauses between tries: ``step(n)`` after the n-th consecutive failure (1-based).
+
+    The schedule's last step repeats. ``slowest`` is the pause for a failure that trying
+    again soon cannot fix (a 403, a rejected request): it is reported, not hammered.
+    ``jitter`` stretches every pause by up to that fraction.
+    """
+
+    schedule: tuple[float, ...] = BACKOFF_SCHEDULE
+    slowest: float = BACKOFF_SCHEDULE[-1]
+    jitter: float = 0.0
+
+    def step(self, failures: int, *, slowest: bool = False) -> float:
+        """Seconds to pause after the ``failures``-th consecutive failure (``slowest``: see above)."""
+        base = self.slowest if slowest else self.schedule[min(max(failures, 1), len(self.schedule)) - 1]
+        return base * (1.0 + random.uniform(0.0, self.jitter)) if self.jitter else base
+
+
+#: The one policy for failed Consul calls and crashed components.
+BACKOFF = Backoff()
+
+
 def backoff_step(failures: int, *, slowest: bool = False) -> float:
-    """Pause after the ``failures``-th consecutive failure (1-based) on the seed's schedule."""
-    if slowest:
-        return BACKOFF_SCHEDULE[-1]
-    return BACKOFF_SCHEDULE[min(max(failures, 1), len(BACKOFF_SCHEDULE)) - 1]
+    """:data:`BACKOFF`'s pause after the ``failures``-th consecutive failure (1-based)."""
+    return BACKOFF.step(failures, slowest=slowest)
 
 
 T = TypeVar("T")
@@ -51,7 +76,7 @@ class RetryStats:
 
 @dataclass
 class Retrying:
-    """The one retry helper: the seed's backoff schedule, reset on success.
+    """The one retry helper: ``backoff`` (:data:`BACKOFF` with jitter), reset on success.
 
     Retries :class:`ConsulUnavailable` (and :class:`PermissionDenied` at the slowest step,
     so a missing ACL right is reported, not hammered). Anything else propagates. Waiting
@@ -59,37 +84,33 @@ class Retrying:
     """
 
     stop: gevent.event.Event = field(default_factory=gevent.event.Event)
-    schedule: tuple[float, ...] = BACKOFF_SCHEDULE
+    backoff: Backoff = Backoff(jitter=BACKOFF_JITTER)
     stats: RetryStats = field(default_factory=RetryStats)
     on_error: Callable[[Exception], None] | None = None
     _failing: bool = False
 
     def call(self, fn: Callable[[], T], *, what: str, deadline: float | None = None) -> T:
         """Call ``fn`` until it succeeds; ``deadline`` (monotonic) bounds the retrying."""
-        attempt = 0
+        failures = 0
         while True:
             if self.stop.is_set():
                 raise Stopped(f"{what} abandoned: stopping")
             try:
                 result = fn()
             except (ConsulUnavailable, PermissionDenied) as exc:
-                self._note_failure(exc, what, attempt)
-                delay = self.delay(attempt, slowest=isinstance(exc, PermissionDenied))
+                failures += 1
+                self._note_failure(exc, what, failures)
+                delay = self.backoff.step(failures, slowest=isinstance(exc, PermissionDenied))
                 if deadline is not None and time.monotonic() + delay > deadline:
                     raise
-                attempt += 1
                 self.stats.retries += 1
                 if self.stop.wait(delay):
                     raise Stopped(f"{what} abandoned: stopping") from exc
                 continue
             if self._failing:
                 self._failing = False
-                log.info("reconnected-to-consul", what=what, attempts=attempt + 1)
+                log.info("reconnected-to-consul", what=what, attempts=failures + 1)
             return result
-
-    def delay(self, attempt: int, *, slowest: bool = False) -> float:
-        base = self.schedule[-1] if slowest else self.schedule[min(attempt, len(self.schedule) - 1)]
-        return base * (1.0 + random.uniform(0.0, BACKOFF_JITTER))
 
     def note_denied(self, exc: PermissionDenied, what: str = "consul-call") -> None:
         """Count and log a 403 once, whoever met it (:class:`ConsulAPI`'s ``on_denied`` hook)."""
@@ -100,14 +121,14 @@ class Retrying:
         self.stats.last_error = str(exc)
         log.error("consul-permission-denied", what=what, error=str(exc))
 
-    def _note_failure(self, exc: Exception, what: str, attempt: int) -> None:
+    def _note_failure(self, exc: Exception, what: str, failures: int) -> None:
         self.stats.errors += 1
         self.stats.last_error = str(exc)
         if isinstance(exc, PermissionDenied):
             self.note_denied(exc, what)
         elif isinstance(exc, ConsulTLSError):
             log.error("consul-tls-failed", what=what, error=str(exc))
-        elif attempt == 0:
+        elif failures == 1:
             event = "consul-not-up" if "Connection" in str(exc) else "cannot-connect-to-consul"
             log.warning(event, what=what, error=str(exc))
         self._failing = True
@@ -115,4 +136,5 @@ class Retrying:
             self.on_error(exc)
 
 
-__all__ = ["BACKOFF_JITTER", "BACKOFF_SCHEDULE", "RetryStats", "Retrying", "backoff_step"]
+__all__ = ["BACKOFF", "BACKOFF_JITTER", "BACKOFF_SCHEDULE", "Backoff", "RetryStats", "Retrying",
+           "backoff_step"]

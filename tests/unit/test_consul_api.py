@@ -56,13 +56,13 @@ def test_network_errors_are_logged_in_a_few_words_not_urllib3_reprs():
 
     from voltha_gevent.client_settings import ClientSettings
     from voltha_gevent.consul_api import make_client
-    from voltha_gevent.retrying import Retrying
+    from voltha_gevent.retrying import Backoff, Retrying
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again below: nothing listens there
     api = ConsulAPI(make_client(ClientSettings(host="127.0.0.1", port=port), timeout=2.0))
-    retrying = Retrying(schedule=(0.01,))
+    retrying = Retrying(backoff=Backoff(schedule=(0.01,)))
     with structlog.testing.capture_logs() as logs, pytest.raises(ConsulUnavailable) as info:
         retrying.call(lambda: api.get("k"), what="read", deadline=time.monotonic() + 0.05)
     gist = f"ConnectionRefused 127.0.0.1:{port}"
