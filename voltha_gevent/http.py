@@ -90,7 +90,7 @@ class HttpEndpoint:
         return 200, "application/json", _json(self.node.status())
 
     def _metrics(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
-        return 200, "text/plain; version=0.0.4; charset=utf-8", render(self.node)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", render(self.node.metrics_view)
 
 
 class _NoDelayWSGIServer(WSGIServer):

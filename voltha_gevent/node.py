@@ -38,6 +38,7 @@ from .leader import Leader
 from .leader_state import LeaderContext
 from .lease import Ownership
 from .membership import MemberRecord
+from .metrics import LeaderFigures, NodeMetricsView
 from .revocation import RevokeBarrier
 from .seed import seed_workload
 from .value_updates import attach as attach_value_updates
@@ -100,6 +101,8 @@ class Node:
         if self.worker.values is not None:
             coordinator.add_duty(self.worker.values)
         self._seeder: gevent.Greenlet | None = None
+        #: What ``/metrics`` shows of this node (:func:`voltha_gevent.metrics.render` takes it).
+        self.metrics_view = self._metrics_view()
         #: The node's own HTTP endpoint (``http=`` or :meth:`serve_http`), else None.
         self.http: HttpEndpoint | None = HttpEndpoint(self, *http) if http is not None else None
         self._http_serving = False
@@ -309,6 +312,25 @@ class Node:
             "fencing_budget": self.config.budget().formula(),
             "leader_state": leader.state.value if leader is not None else None,
         }
+
+    def _metrics_view(self) -> NodeMetricsView:
+        """The counters and read-only callables the metrics collector reads (and nothing else)."""
+        session = self.coordinator.session
+        return NodeMetricsView(
+            is_leader=lambda: self.is_leader, epoch=lambda: self.epoch, healthy=lambda: self.healthy,
+            members=self.members, owned=self.owned, pending=self.pending, stuck=self.stuck,
+            session=session, lease=session.lease, retry=self.coordinator.retry.stats,
+            worker=self.worker.stats, revocations=self.worker.revocations.stats,
+            leader=self._leader_figures, watches=self.watch_stats,
+            dispatcher=lambda: getattr(self, "dispatcher", None),
+            exec_stats=getattr(self.handler, "exec_stats", None),
+        )
+
+    def _leader_figures(self) -> LeaderFigures | None:
+        leader = self.coordinator.leader
+        if leader is None:
+            return None
+        return LeaderFigures(leader.stats, len(leader.view.items))
 
     def watch_stats(self) -> dict[str, WatchStats]:
         """Counters of every live watch of this node, by watch name."""

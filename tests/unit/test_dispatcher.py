@@ -105,7 +105,7 @@ def test_every_item_is_served_by_its_owner_local_or_forwarded(cluster):
     assert (a.stats.local, a.stats.forwarded, a.stats.failed) == (mine, len(ITEMS) - mine, 0)
     assert dispatchers["b"].stats.received + dispatchers["c"].stats.received == len(ITEMS) - mine
     assert a.stats.latency.count == len(ITEMS)
-    metrics = render(cluster.nodes["a"]).decode()
+    metrics = render(cluster.nodes["a"].metrics_view).decode()
     assert f"voltha_dispatch_local_total {float(mine)}" in metrics
     assert "voltha_dispatch_queue_depth 0.0" in metrics
     assert f'voltha_dispatch_latency_seconds_bucket{{le="+Inf"}} {float(len(ITEMS))}' in metrics

@@ -79,7 +79,7 @@ def test_a_changed_value_restarts_the_child_with_the_new_value_on_stdin(cluster)
             assert node.ownership("dg1").token == token  # same tenure: not revoked and taken again
             stats = work.exec_stats
             assert (stats.started, stats.value_restarts, stats.exited, stats.restarts) == (2, 1, 0, 0)
-            assert "voltha_exec_value_restarts_total 1.0" in render(node).decode()
+            assert "voltha_exec_value_restarts_total 1.0" in render(node.metrics_view).decode()
         finally:
             cluster.stop("n1")
             work.close()
@@ -98,7 +98,7 @@ def test_with_a_reload_signal_the_child_is_signalled_and_reads_the_new_value(clu
             assert first == "'v1'" and reloaded == [pid, "reloaded", "'v2'"]  # the same process
             stats = work.exec_stats
             assert (stats.started, stats.value_signals, stats.value_restarts) == (1, 1, 0)
-            assert "voltha_exec_value_signals_total 1.0" in render(node).decode()
+            assert "voltha_exec_value_signals_total 1.0" in render(node.metrics_view).decode()
         finally:
             cluster.stop("n1")
             work.close()

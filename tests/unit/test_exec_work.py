@@ -76,7 +76,7 @@ def test_child_that_exits_is_restarted_with_backoff_and_counted(cluster):
                                   timeout=15)
         assert now() - began >= 1.0  # two pauses of at least MIN_RESTART_DELAY
         assert work.exec_stats.exited >= 2 and work.exec_stats.started >= 3
-        metrics = render(node).decode()
+        metrics = render(node.metrics_view).decode()
         assert f"voltha_exec_restarts_total {float(work.exec_stats.restarts)}" in metrics
     finally:
         cluster.stop("n1")

@@ -60,7 +60,7 @@ def _exported_names() -> set[str]:
         node = cluster.add_node("n1")
         RequestDispatcher(node, lambda item, payload: payload)
         assert cluster.wait_until(lambda: node.is_leader and cluster.converged({"a", "b"}))
-        text = metrics.render(node).decode()
+        text = metrics.render(node.metrics_view).decode()
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 

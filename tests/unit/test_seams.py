@@ -1,4 +1,5 @@
-"""Narrow seams: a Worker and a Leader built from what they use, without a Coordinator.
+"""Narrow seams: a Worker, a Leader and the metrics collector built from what they use,
+without a Coordinator or a Node.
 
 Layer: unit (each component on the in-memory fake, wired by hand the way ``Node`` wires
 them; the session is a plain stand-in, not a SessionKeeper).
@@ -8,18 +9,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import gevent
 
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.keys import Keys
 from voltha_gevent.leader import Leader
-from voltha_gevent.leader_state import LeaderContext, LeaderSettings
+from voltha_gevent.leader_state import LeaderContext, LeaderSettings, LeaderStats
 from voltha_gevent.lease import Lease, now
 from voltha_gevent.membership import MemberRecord
-from voltha_gevent.retrying import Retrying
+from voltha_gevent.metrics import LeaderFigures, NodeMetricsView, render
+from voltha_gevent.retrying import Retrying, RetryStats
+from voltha_gevent.revocation import RevocationStats
 from voltha_gevent.testing.fake_consul import FakeConsul
-from voltha_gevent.worker import CallbackHandler, Worker, WorkerSettings
+from voltha_gevent.watch import WatchStats
+from voltha_gevent.worker import CallbackHandler, Worker, WorkerSettings, WorkerStats
 
 KEYS = Keys("seams")
 
@@ -109,3 +114,29 @@ def test_a_leader_assigns_the_workload_without_a_coordinator() -> None:
     finally:
         leader.stop()
     assert given_up == []
+
+
+def test_metrics_read_a_view_of_counters_and_callables_not_a_node() -> None:
+    """What ``/metrics`` shows comes from the view's fields only (the node builds the view)."""
+    session = SimpleNamespace(renewals=7, losses=2)  # the session keeper's counters
+    leading: list[LeaderFigures | None] = [None]
+    stats = LeaderStats()
+    stats.reassignments = 3
+    view = NodeMetricsView(
+        is_leader=lambda: leading[0] is not None, epoch=lambda: 4, healthy=lambda: True,
+        members=lambda: {"a", "b"}, owned=lambda: {"x"}, pending=set, stuck=set,
+        session=session, lease=Lease(), retry=RetryStats(errors=5), worker=WorkerStats(),
+        revocations=RevocationStats(), leader=lambda: leading[0],
+        watches=lambda: {"w": WatchStats()}, dispatcher=lambda: None,
+    )
+    text = render(view).decode()
+    for line in ("voltha_is_leader 0.0", "voltha_leader_epoch 4.0", "voltha_members 2.0",
+                 "voltha_owned_items 1.0", "voltha_session_renewals_total 7.0",
+                 "voltha_session_losses_total 2.0", "voltha_consul_errors_total 5.0",
+                 'voltha_watch_rearms_total{watch="w"} 0.0'):
+        assert line + "\n" in text
+    assert "voltha_reassignments_total" not in text and "voltha_dispatch_local_total" not in text
+    leading[0] = LeaderFigures(stats, workload_items=9)
+    text = render(view).decode()
+    assert "voltha_is_leader 1.0\n" in text
+    assert "voltha_workload_items 9.0\n" in text and "voltha_reassignments_total 3.0\n" in text
