@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .client_settings import ADMIN_CALL_TIMEOUT
 from .config import Config
 from .consul_api import ConsulAPI, make_client
 from .entries import MAX_VALUE_BYTES
@@ -35,8 +36,6 @@ from .keys import Keys, child_name, drained_members, held_owners, parse_pins, sp
 from .membership import MemberRecord, parse_members
 from .placement import Placement, placed_assignment
 
-#: Timeout of every admin call: an operator waits this long at most per request, no retries.
-ADMIN_TIMEOUT = 5.0
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: At most this many items are named in the text output of ``status``.
 STATUS_LIST_LIMIT = 10
@@ -64,7 +63,7 @@ def dispatch(config: Config, args: argparse.Namespace) -> int:
     if command is None:
         return _fail(f"unknown command {args.command!r}", EXIT_USAGE)
     try:
-        api = ConsulAPI(make_client(config.client_settings(), timeout=ADMIN_TIMEOUT))
+        api = ConsulAPI(make_client(config.client_settings(), timeout=ADMIN_CALL_TIMEOUT))  # no retries
         api.check_agent(config.consul)  # before any write: another HTTP server would take them
         return command(api, Keys(config.prefix), args)
     except InputError as exc:
@@ -387,4 +386,4 @@ def _row(view: ClusterView, item: str) -> AssignmentRow:
     return AssignmentRow(item, assigned, desired, owner, state)
 
 
-__all__ = ["ADMIN_TIMEOUT", "ClusterView", "InputError", "dispatch", "read_cluster"]
+__all__ = ["ClusterView", "InputError", "dispatch", "read_cluster"]

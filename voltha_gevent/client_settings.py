@@ -1,7 +1,8 @@
 """How to reach Consul and how long a call may take.
 
 :class:`ClientSettings` (built by :mod:`voltha_gevent.config`; the ACL token is left out of
-its ``repr``), the timeout of ordinary calls and of long polls, and Consul's duration text.
+its ``repr``), every Consul call timeout (ordinary calls, session calls, liveness signals,
+admin commands, long polls), and Consul's duration text.
 Pure data: :func:`voltha_gevent.consul_api.make_client` turns the settings into a client.
 """
 
@@ -11,6 +12,12 @@ from dataclasses import dataclass, field
 
 #: Default timeout of ordinary (non-blocking) calls.
 CALL_TIMEOUT = 10.0
+#: Timeout of session create and destroy calls.
+SESSION_CALL_TIMEOUT = 5.0
+#: Floor of the liveness calls' timeout (see :func:`liveness_call_timeout`).
+LIVENESS_CALL_TIMEOUT_MIN = 0.5
+#: Timeout of every admin command's call: an operator waits this long at most per request.
+ADMIN_CALL_TIMEOUT = 5.0
 #: Margin added to a long poll's timeout on top of wait + wait/16 of server jitter.
 LONG_POLL_MARGIN = 5.0
 
@@ -19,6 +26,12 @@ def duration(seconds: float) -> str:
     """``seconds`` as a Go duration string for Consul, exactly (``2.5`` -> ``"2.5s"``, never rounded)."""
     text = f"{seconds:.6f}".rstrip("0").rstrip(".")
     return f"{text or '0'}s"
+
+
+def liveness_call_timeout(lease: float) -> float:
+    """Timeout of the liveness calls (check pass, renew): the lease, since an answer later
+    than that could not have kept the lease anyway (at least :data:`LIVENESS_CALL_TIMEOUT_MIN`)."""
+    return max(LIVENESS_CALL_TIMEOUT_MIN, lease)
 
 
 def long_poll_timeout(wait: float) -> float:
@@ -39,5 +52,5 @@ class ClientSettings:
     dc: str | None = None
 
 
-
-__all__ = ["CALL_TIMEOUT", "LONG_POLL_MARGIN", "ClientSettings", "duration", "long_poll_timeout"]
+__all__ = ["ADMIN_CALL_TIMEOUT", "CALL_TIMEOUT", "LIVENESS_CALL_TIMEOUT_MIN", "LONG_POLL_MARGIN",
+           "SESSION_CALL_TIMEOUT", "ClientSettings", "duration", "liveness_call_timeout", "long_poll_timeout"]

@@ -27,7 +27,7 @@ import gevent.event
 import gevent.lock
 import structlog
 
-from .client_settings import CALL_TIMEOUT, long_poll_timeout
+from .client_settings import CALL_TIMEOUT, SESSION_CALL_TIMEOUT, liveness_call_timeout, long_poll_timeout
 from .config import Config
 from .consul_api import ClientFactory, ConsulAPI
 from .consul_api import client_factory as real_client_factory
@@ -39,16 +39,10 @@ from .leader_state import LeaderContext, LeaderSettings
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
 from .retrying import BACKOFF, Retrying
 from .session import SessionKeeper
-from .supervision import supervise
+from .supervision import LOOP_KILL_TIMEOUT, supervise
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
-
-#: Timeout of session create and destroy calls.
-SESSION_CALL_TIMEOUT = 5.0
-#: Floor of the liveness calls' timeout (check pass, renew), which is the lease: an answer
-#: later than that could not have kept the lease anyway.
-LIVENESS_CALL_TIMEOUT_MIN = 0.5
 
 
 class SessionDuty(Protocol):
@@ -86,7 +80,7 @@ class Coordinator:
         self.watch_api = ConsulAPI(factory(long_poll_timeout(config.watch_wait)), on_denied=denied)
         self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
         budget = config.budget()
-        liveness_timeout = max(LIVENESS_CALL_TIMEOUT_MIN, budget.lease)
+        liveness_timeout = liveness_call_timeout(budget.lease)
         # A real client may run in the heartbeat thread (a client of its own per session,
         # made there); the in-memory fake is not thread-safe: its heartbeats stay greenlets.
         threaded = client_factory is None
@@ -188,7 +182,7 @@ class Coordinator:
         self._members_watch.stop()
         main, self._main = self._main, None
         if main is not None and main is not gevent.getcurrent():
-            main.kill(block=True, timeout=2.0)
+            main.kill(block=True, timeout=LOOP_KILL_TIMEOUT)
         log.warning("coordinator-abandoned", instance_id=self.instance_id)
 
     @property

@@ -29,7 +29,7 @@ from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
 from .retrying import Backoff
-from .supervision import spawn_supervised
+from .supervision import LOOP_KILL_TIMEOUT, spawn_supervised
 from .watch import Watch, WatchKind
 
 log = structlog.get_logger(__name__)
@@ -102,7 +102,7 @@ class SessionLock:
             self._greenlet = spawn_supervised(self._run, self.name, self._restart)
             self._changed.set()
 
-    def stop(self, *, release: bool = False, timeout: float = 2.0) -> None:
+    def stop(self, *, release: bool = False, timeout: float = LOOP_KILL_TIMEOUT) -> None:
         """Stop watching; with ``release`` give the key back if we hold it. Idempotent."""
         was_held = self.held
         self._stop.set()

@@ -34,6 +34,7 @@ from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid, TransactionFailed
 from .keys import Keys, held_owners
+from .supervision import LOOP_KILL_TIMEOUT
 from .txn import TXN_MAX_OPS, TxnOp
 
 log = structlog.get_logger(__name__)
@@ -101,8 +102,8 @@ class OwnerLocks:
     def stop(self) -> None:
         batcher, self._batcher = self._batcher, None
         if batcher is not None and batcher is not gevent.getcurrent():
-            batcher.kill(block=True, timeout=2.0)
-        self._pool.kill(block=True, timeout=2.0)
+            batcher.kill(block=True, timeout=LOOP_KILL_TIMEOUT)
+        self._pool.kill(block=True, timeout=LOOP_KILL_TIMEOUT)
         for call in self._queue:
             call.result.set_exception(ConsulUnavailable("worker stopped"))
         self._queue.clear()

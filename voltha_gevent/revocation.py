@@ -45,6 +45,7 @@ from .budget import KILL_TIMEOUT
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
 from .lease import Ownership, now
 from .retrying import backoff_step
+from .supervision import LOOP_KILL_TIMEOUT
 
 log = structlog.get_logger(__name__)
 
@@ -271,7 +272,7 @@ class Revocations:
     def changed(self) -> None:
         self.on_change()
 
-    def kill_all(self, timeout: float = 2.0) -> None:
+    def kill_all(self, timeout: float = LOOP_KILL_TIMEOUT) -> None:
         """Abandon every revocation (a crash, for tests)."""
         self._group.kill(block=True, timeout=timeout)
         self.running.clear()

@@ -42,6 +42,12 @@ MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 #: How far up the spawning chain a greenlet's node is looked for.
 SPAWN_DEPTH = 16
+#: How long stopping a coordination loop (a watch, a lock, the worker's loop, the owner-lock
+#: batcher, the coordinator's session loop) waits for its killed greenlet to die, seconds.
+#: The kill interrupts a pending Consul call at once, so only a loop that goes on after
+#: ``GreenletExit`` takes this long; it is then left behind. (Work greenlets have the
+#: fencing budget's ``KILL_TIMEOUT`` instead.)
+LOOP_KILL_TIMEOUT = 2.0
 
 _INSTANCE: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 

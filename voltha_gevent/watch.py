@@ -29,7 +29,7 @@ from .answer_bytes import answer_size, forget_answer_size
 from .consul_api import ConsulAPI
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied
 from .retrying import backoff_step
-from .supervision import spawn_supervised
+from .supervision import LOOP_KILL_TIMEOUT, spawn_supervised
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +130,7 @@ class Watch:
             self._greenlet = None
             self.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = LOOP_KILL_TIMEOUT) -> None:
         """Stop the loop; idempotent. Kills a pending long poll rather than waiting it out."""
         self._stop.set()
         greenlet, self._greenlet = self._greenlet, None

@@ -45,7 +45,7 @@ from .keys import Keys, child_name
 from .lease import Ownership, now
 from .owner_locks import OwnerLocks
 from .revocation import MIN_STOP_GRACE, Revocations, RevokeBarrier
-from .supervision import supervise
+from .supervision import LOOP_KILL_TIMEOUT, supervise
 from .watch import Watch, WatchKind
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class Worker:
             self._watch.stop()
         loop, self._loop = self._loop, None
         if loop is not None and loop is not gevent.getcurrent():
-            loop.kill(block=True, timeout=2.0)
+            loop.kill(block=True, timeout=LOOP_KILL_TIMEOUT)
         if lost:
             stop_by = self.lease.deadline + self.stop_timeout  # the budget counts from the lease's end
             self.revocations.session_ended(stop_by)
@@ -209,7 +209,8 @@ class Worker:
         for task in self.tasks.values():
             task.state = ItemState.REVOKING
             greenlets.extend(g for g in (task.acquirer, task.work) if g is not None)
-        gevent.killall([g for g in greenlets if g is not gevent.getcurrent()], block=True, timeout=2.0)
+        others = [g for g in greenlets if g is not gevent.getcurrent()]
+        gevent.killall(others, block=True, timeout=LOOP_KILL_TIMEOUT)
         self.owner_locks.stop()
         self.tasks.clear()
         self.settled.clear()
