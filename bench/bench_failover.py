@@ -49,7 +49,7 @@ DEFAULTS = {"VOLTHA_SOAK": "5", "VOLTHA_MAX_SOAK_DELAY": "30", "VOLTHA_WORKER_SO
 
 
 def crash_promise(settings: dict[str, str]) -> float:
-    """The README's recovery promise after a crash: check TTL + lock-delay + soak + 1 s."""
+    """The recovery promise of docs/reliability.md after a crash: check TTL + lock-delay + soak + 1 s."""
     return sum(float(settings[f"VOLTHA_{n}"]) for n in ("CHECK_TTL", "LOCK_DELAY", "SOAK")) + 1.0
 
 

@@ -1,4 +1,4 @@
-"""The README's dispatcher example (``examples/dispatch.py``) on a real Consul: two processes
+"""The dispatcher example of docs/dispatcher.md (``examples/dispatch.py``) on a real Consul: two processes
 serve their own endpoints on ports picked at bind time, advertise those ports in their member
 records, forward requests to each other, and take ``workload set`` values in place
 (``on_updated``); ``--cas`` with a stale index writes nothing."""

@@ -1,4 +1,4 @@
-"""The README's embedding example runs as written against a real Consul."""
+"""The embedding example (``examples/embed.py``, docs/embedding.md) runs as written on a real Consul."""
 
 from __future__ import annotations
 

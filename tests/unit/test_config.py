@@ -301,9 +301,9 @@ def test_configure_logging_and_config_load_flags_are_public_and_documented():
     from voltha_gevent.logs import configure_logging
 
     assert voltha_gevent.configure_logging is configure_logging
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    assert "voltha_gevent.configure_logging(config.log_format, config.log_level)" in readme
-    assert "`Config.load(flags=None, environ=None, config_file=None)`: `flags` maps" in readme
+    embedding = (Path(__file__).parents[2] / "docs" / "embedding.md").read_text()
+    assert "voltha_gevent.configure_logging(config.log_format, config.log_level)" in embedding
+    assert "`Config.load(flags=None, environ=None, config_file=None)`: `flags` maps" in embedding
     config = Config.load(flags={"session-ttl": "20", "soak": None}, environ={})
     assert (config.session_ttl, config.soak) == (20, 5.0)
     with pytest.raises(ConfigError, match="unknown setting"):
