@@ -26,7 +26,6 @@ import gevent.event
 import structlog
 
 import voltha_gevent
-from voltha_gevent.northbound import RequestDispatcher
 
 log = structlog.get_logger("example")
 
@@ -70,7 +69,7 @@ def main() -> None:
     voltha_gevent.configure_logging(config.log_format, config.log_level)
     groups = DeviceGroups(config.instance_id)
     node = voltha_gevent.Node(config, handler=groups, http=(config.rest_bind, config.rest_port))
-    dispatcher = RequestDispatcher(node, groups.handle, token=os.environ.get("VOLTHA_DISPATCH_TOKEN"))
+    dispatcher = node.add_dispatcher(groups.handle, token=os.environ.get("VOLTHA_DISPATCH_TOKEN"))
     assert node.http is not None
     dispatcher.mount(node.http)  # POST /request (clients), POST /dispatch (peers)
     stop = gevent.event.Event()

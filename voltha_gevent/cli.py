@@ -307,10 +307,8 @@ def _ledger_work(config: Config, args: argparse.Namespace) -> Any:
 
 def _demo_dispatcher(node: Any, endpoint: Any, handler: "DemoHandler") -> Any:
     """Demo request dispatcher: its echo handler answers ``{"item", "served_by", "payload"}``."""
-    from .northbound import RequestDispatcher
-
-    dispatcher = RequestDispatcher(node, handler.serve, queue_size=1000, workers=32, forward_timeout=5.0,
-                                   owner_wait=10.0, token=os.environ.get("VOLTHA_DISPATCH_TOKEN"))
+    dispatcher = node.add_dispatcher(handler.serve, queue_size=1000, workers=32, forward_timeout=5.0,
+                                     owner_wait=10.0, token=os.environ.get("VOLTHA_DISPATCH_TOKEN"))
     dispatcher.mount(endpoint)
     return dispatcher
 

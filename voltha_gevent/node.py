@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -44,6 +44,10 @@ from .seed import seed_workload
 from .value_updates import attach as attach_value_updates
 from .watch import WatchStats
 from .worker import AssignmentHandler, CallbackHandler, Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    from .northbound import RequestDispatcher
+    from .northbound.local import Handler as RequestHandler
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +105,7 @@ class Node:
         if self.worker.values is not None:
             coordinator.add_duty(self.worker.values)
         self._seeder: gevent.Greenlet | None = None
+        self._dispatcher: RequestDispatcher | None = None
         #: What ``/metrics`` shows of this node (:func:`voltha_gevent.metrics.render` takes it).
         self.metrics_view = self._metrics_view()
         #: The node's own HTTP endpoint (``http=`` or :meth:`serve_http`), else None.
@@ -187,6 +192,37 @@ class Node:
             self._http_serving = True
             self.coordinator.advertise_rest_port(self.http.port)
         return self.http
+
+    def add_dispatcher(self, handler: RequestHandler, **settings: Any) -> RequestDispatcher:
+        """A :class:`~voltha_gevent.northbound.RequestDispatcher` for this node, attached.
+
+        Built with this node's view of ``owners/`` (its Consul clients, keys and watch wait)
+        and ``settings`` (``queue_size``, ``workers``, ``forward_timeout``, ``owner_wait``,
+        ``token``, ``forward``); then :meth:`attach_dispatcher`. Mount and start it yourself.
+        """
+        from .northbound import OwnersView, RequestDispatcher
+
+        coordinator = self.coordinator
+        owners = OwnersView(coordinator.api, coordinator.watch_api, coordinator.keys,
+                            wait=self.config.watch_wait)
+        dispatcher = RequestDispatcher(self, handler, owners=owners, **settings)
+        self.attach_dispatcher(dispatcher)
+        return dispatcher
+
+    def attach_dispatcher(self, dispatcher: RequestDispatcher) -> None:
+        """Serve ``dispatcher``'s counters on this node's ``/metrics`` (one per node).
+
+        For a dispatcher built by hand (``RequestDispatcher(node, handler, owners=...)``);
+        :meth:`add_dispatcher` calls it. The dispatcher adds its own revoke barrier when it starts.
+        """
+        if self._dispatcher is not None and self._dispatcher is not dispatcher:
+            raise ValueError("a dispatcher is attached to this node already")
+        self._dispatcher = dispatcher
+
+    @property
+    def dispatcher(self) -> RequestDispatcher | None:
+        """The attached request dispatcher, if any (:meth:`attach_dispatcher`)."""
+        return self._dispatcher
 
     def stop(self, timeout: float = 5.0, *, keep_http: bool = False) -> None:
         """Revoke all work, leave the cluster (destroying the session), stop greenlets, then
@@ -322,7 +358,7 @@ class Node:
             session=session, lease=session.lease, retry=self.coordinator.retry.stats,
             worker=self.worker.stats, revocations=self.worker.revocations.stats,
             leader=self._leader_figures, watches=self.watch_stats,
-            dispatcher=lambda: getattr(self, "dispatcher", None),
+            dispatcher=lambda: self._dispatcher,
             exec_stats=getattr(self.handler, "exec_stats", None),
         )
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import gevent
 
-from voltha_gevent.keys import Keys
 from voltha_gevent.membership import MemberRecord
 from voltha_gevent.northbound import RequestDispatcher
 
@@ -47,8 +46,9 @@ class StubOwners:
 
 
 class StubNode:
-    """Just what the dispatcher reads of a node. ``tokens``: the ownership token per owned item
-    (default 1; None = the lease is not valid); ``barriers``: what ``add_revoke_barrier`` got."""
+    """Just what the dispatcher reads of a node (a ``DispatchNode``). ``tokens``: the ownership
+    token per owned item (default 1; None = the lease is not valid); ``barriers``: what
+    ``add_revoke_barrier`` got."""
 
     def __init__(self, instance_id: str = "a", members=("a", "b", "c"), owned=(), pending=(),
                  ports: dict[str, int] | None = None, tokens: dict[str, int | None] | None = None) -> None:
@@ -59,8 +59,6 @@ class StubNode:
         self._owned, self._pending = set(owned), set(pending)
         self.tokens: dict[str, int | None] = dict(tokens or {})
         self.barriers: list[Any] = []
-        config = SimpleNamespace(watch_wait=5)
-        self.coordinator = SimpleNamespace(api=None, watch_api=None, keys=Keys("p"), config=config)
 
     def members(self):
         return dict(self._members)

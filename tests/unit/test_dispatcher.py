@@ -83,8 +83,8 @@ def with_dispatchers(cluster: FakeCluster, served: Served, names=("a", "b", "c")
     for name in names:
         node = cluster.add_node(name, **(node_settings or {}))
         forward = in_process_forward(dispatchers)
-        dispatchers[name] = RequestDispatcher(node, served.handler(name), forward=forward,
-                                              **{**SIZES, "owner_wait": 5.0, **kw}).start()
+        dispatchers[name] = node.add_dispatcher(served.handler(name), forward=forward,
+                                                **{**SIZES, "owner_wait": 5.0, **kw}).start()
     assert cluster.wait_until(lambda: cluster.converged(set(ITEMS)))
     return dispatchers
 
@@ -109,6 +109,24 @@ def test_every_item_is_served_by_its_owner_local_or_forwarded(cluster):
     assert f"voltha_dispatch_local_total {float(mine)}" in metrics
     assert "voltha_dispatch_queue_depth 0.0" in metrics
     assert f'voltha_dispatch_latency_seconds_bucket{{le="+Inf"}} {float(len(ITEMS))}' in metrics
+
+
+def test_a_dispatcher_sets_nothing_on_its_node_and_is_attached_by_the_node(cluster):
+    """The constructor only reads the node; the node serves the counters of the one it attached."""
+    stub = StubNode()
+    before = dict(vars(stub))
+    RequestDispatcher(stub, lambda item, payload: None, owners=StubOwners(None), **SIZES)
+    assert vars(stub) == before
+    node = cluster.add_node("a")
+    assert node.dispatcher is None
+    assert "voltha_dispatch_local_total" not in render(node.metrics_view).decode()
+    dispatcher = node.add_dispatcher(lambda item, payload: None, forward=lambda m, e, t: None)
+    assert node.dispatcher is dispatcher
+    assert "voltha_dispatch_local_total 0.0" in render(node.metrics_view).decode()
+    node.attach_dispatcher(dispatcher)  # the same one again: nothing changes
+    other = RequestDispatcher(node, lambda item, payload: None, owners=StubOwners(None))
+    with pytest.raises(ValueError):
+        node.attach_dispatcher(other)
 
 
 def test_request_without_item_runs_locally(cluster):
@@ -156,8 +174,8 @@ def test_requests_during_a_join_are_neither_lost_nor_served_twice(cluster):
         if round_ == 5:
             node = cluster.add_node("d")
             forward = in_process_forward(dispatchers)
-            dispatchers["d"] = RequestDispatcher(node, served.handler("d"), forward=forward,
-                                                 **{**SIZES, **sizes}).start()
+            dispatchers["d"] = node.add_dispatcher(served.handler("d"), forward=forward,
+                                                   **{**SIZES, **sizes}).start()
             joined = True
         gevent.sleep(0.05)
     gevent.joinall([r for _, r in pending], timeout=30)

@@ -216,7 +216,7 @@ def test_revocation_releases_the_owner_lock_only_after_the_request_being_served_
         cluster.add_items("x")
         node = cluster.add_node("a")
         assert cluster.wait_until(lambda: node.owned() == {"x"})
-        dispatcher = RequestDispatcher(node, slow.handler, forward=forwards_to([]), workers=2).start()
+        dispatcher = node.add_dispatcher(slow.handler, forward=forwards_to([]), workers=2).start()
         try:
             request = dispatcher.submit_async("x")
             assert cluster.wait_until(lambda: slow.events == [("start", "x")], 2)

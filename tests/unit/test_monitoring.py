@@ -18,7 +18,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from voltha_gevent import metrics
-from voltha_gevent.northbound import RequestDispatcher
 from voltha_gevent.testing.nodes import FakeCluster
 from voltha_gevent.testing.prometheus import DASHBOARD_FILE, RULE_TESTS_DIR, RULES_FILE
 
@@ -58,7 +57,7 @@ def _exported_names() -> set[str]:
     with FakeCluster() as cluster:
         cluster.add_items("a", "b")
         node = cluster.add_node("n1")
-        RequestDispatcher(node, lambda item, payload: payload)
+        node.add_dispatcher(lambda item, payload: payload)
         assert cluster.wait_until(lambda: node.is_leader and cluster.converged({"a", "b"}))
         text = metrics.render(node.metrics_view).decode()
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -5,7 +5,8 @@ handle, the wire constants, the default HTTP forwarder). Modules, one per concer
 ``dispatcher`` (queue, workers, lifecycle), ``pending`` (a request and its cancellation),
 ``routing`` (where it runs; at most once), ``forwarding`` (HTTP to the owner; what proves
 non-delivery), ``local`` (serving here; quiesce on revocation), ``owners`` (who owns what),
-``access`` (who may forward to us), ``routes`` (WSGI), ``wire`` (the peer protocol).
+``access`` (who may forward to us), ``routes`` (WSGI), ``wire`` (the peer protocol),
+``node_view`` (what it may see of its node).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from .errors import (
 )
 from .forwarding import HttpForwarder
 from .local import QUIESCE_KILL_WAIT
+from .node_view import DispatchNode
+from .owners import OwnersLookup, OwnersView
 from .pending import PendingRequest, RequestState
 from .stats import DispatcherStats
 from .wire import ALL, FORWARDED_HEADER, NOT_OWNER_REASON, NOT_OWNER_STATUS, TOKEN_HEADER
@@ -36,6 +39,7 @@ __all__ = [
     "QUIESCE_KILL_WAIT",
     "TOKEN_HEADER",
     "DispatchError",
+    "DispatchNode",
     "DispatchTimeout",
     "DispatcherBusy",
     "DispatcherStats",
@@ -43,6 +47,8 @@ __all__ = [
     "HttpForwarder",
     "InvalidRequest",
     "NotOwner",
+    "OwnersLookup",
+    "OwnersView",
     "OwnerUnavailable",
     "UnknownItem",
     "PendingRequest",

@@ -2,8 +2,8 @@
 
 ::
 
-    dispatcher = RequestDispatcher(node, handler, queue_size=1000, workers=32,
-                                   forward_timeout=5.0, owner_wait=10.0)
+    dispatcher = node.add_dispatcher(handler, queue_size=1000, workers=32,
+                                     forward_timeout=5.0, owner_wait=10.0)   # built and attached
     dispatcher.mount(endpoint)        # POST /dispatch (peers) and POST /request (clients)
     dispatcher.start()
     dispatcher.submit("dg0001", {"op": "get"}, timeout=5)   # runs where dg0001 is owned
@@ -32,7 +32,13 @@ local requests wait for the new owner like any handover. :meth:`stop` fails queu
 with :class:`~voltha_gevent.errors.Stopped`. A graceful shutdown runs ``dispatcher.stop()``,
 ``node.stop()`` (its revocations call :meth:`quiesce`), ``dispatcher.linger()``, then closes
 the HTTP endpoint. Counters live in :class:`DispatcherStats`
-(exported by ``/metrics``).
+(exported by ``/metrics`` of the node it is attached to).
+
+What it takes (:mod:`.node_view`): a :class:`DispatchNode` (the node's id, members and the
+items it runs; the revoke-barrier hook) and an :class:`~.owners.OwnersLookup` (who owns what:
+``OwnersView(api, watch_api, keys, wait=...)``). It sets nothing on the node;
+``Node.add_dispatcher`` builds one with the node's owners view and attaches it, and
+``Node.attach_dispatcher`` attaches one built by hand.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from .errors import InvalidRequest
 from .forwarding import Forward, HttpForwarder
 from .inbound import LINGER_QUIET, LINGER_TIMEOUT, Inbound
 from .local import Handler, LocalServing
-from .owners import OwnersLookup, OwnersView
+from .owners import OwnersLookup
 from .pending import PendingRequest
 from .routing import Router
 from .stats import DispatcherStats
@@ -60,17 +66,17 @@ from .workers import WorkerPool
 if TYPE_CHECKING:
     from ..http import HttpEndpoint
     from ..membership import MemberRecord
-    from ..node import Node
+    from .node_view import DispatchNode
 
 log = structlog.get_logger(__name__)
 
 
 class RequestDispatcher:
-    """Queue, worker pool and routing of requests for one :class:`~voltha_gevent.Node`."""
+    """Queue, worker pool and routing of requests for one node (see the module docstring)."""
 
-    def __init__(self, node: Node, handler: Handler, *, queue_size: int = 1000, workers: int = 32,
-                 forward_timeout: float = 5.0, owner_wait: float = 10.0, token: str | None = None,
-                 forward: Forward | None = None, owners: OwnersLookup | None = None) -> None:
+    def __init__(self, node: DispatchNode, handler: Handler, *, owners: OwnersLookup, queue_size: int = 1000,
+                 workers: int = 32, forward_timeout: float = 5.0, owner_wait: float = 10.0,
+                 token: str | None = None, forward: Forward | None = None) -> None:
         if queue_size < 1 or workers < 1 or forward_timeout <= 0 or owner_wait < 0:
             raise ValueError("queue_size and workers must be >= 1, forward_timeout > 0, owner_wait >= 0")
         self.node = node
@@ -83,7 +89,7 @@ class RequestDispatcher:
         self.instance_id = node.instance_id
         self.log = log.bind(instance_id=self.instance_id)
         self.stats = DispatcherStats()
-        self.owners: OwnersLookup = owners or OwnersView(node)
+        self.owners = owners
         self.local = LocalServing(node, handler, self.stats)
         self.access = PeerAccess(node.members, self.token)
         self.router = Router(self.instance_id, node.members, self.owners, self.local, self._forward_to,
@@ -97,7 +103,6 @@ class RequestDispatcher:
                                slot_wait=forward_timeout / 2, start_wait=min(owner_wait, forward_timeout / 2))
         self._stopped = True
         self._barrier_added = False
-        node.dispatcher = self  # type: ignore[attr-defined]  # read by the metrics collector
 
     # -- lifecycle ---------------------------------------------------------------------
 

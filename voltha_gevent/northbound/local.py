@@ -41,7 +41,7 @@ from .stats import DispatcherStats
 from .wire import ALL
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .node_view import DispatchNode
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ Handler = Callable[[str | None, Any], Any]
 class LocalServing:
     """Which items may be served here now; runs the handler for them and tracks each run."""
 
-    def __init__(self, node: Node, handler: Handler, stats: DispatcherStats) -> None:
+    def __init__(self, node: DispatchNode, handler: Handler, stats: DispatcherStats) -> None:
         self.node = node
         self.handler = handler
         self.stats = stats

@@ -17,7 +17,8 @@ from ..keys import held_owners
 from ..watch import Watch, WatchKind
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ..consul_api import ConsulAPI
+    from ..keys import Keys
 
 log = structlog.get_logger(__name__)
 
@@ -43,16 +44,19 @@ class OwnersLookup(Protocol):
 
 
 class OwnersView:
-    """Who holds each ``owners/<item>`` lock: a watched cache plus direct reads."""
+    """Who holds each ``owners/<item>`` lock: a watched cache plus direct reads.
 
-    def __init__(self, node: Node) -> None:
-        coordinator = node.coordinator
-        self.api = coordinator.api
-        self.keys = coordinator.keys
+    ``api`` answers the direct reads, ``watch_api`` (a long-poll client) the watch of
+    ``owners/``, whose blocking queries wait ``wait`` seconds.
+    """
+
+    def __init__(self, api: ConsulAPI, watch_api: ConsulAPI, keys: Keys, *, wait: float) -> None:
+        self.api = api
+        self.keys = keys
         self._owners: dict[str, str] = {}
         self._changed = gevent.event.Event()
-        self.watch = Watch(coordinator.watch_api, self.keys.owners, self._on_change, kind=WatchKind.TREE,
-                           wait=coordinator.config.watch_wait, name="dispatcher-owners")
+        self.watch = Watch(watch_api, keys.owners, self._on_change, kind=WatchKind.TREE, wait=wait,
+                           name="dispatcher-owners")
 
     def start(self) -> None:
         self.watch.start()
