@@ -40,7 +40,7 @@ from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_
 from .retrying import BACKOFF, Retrying
 from .session import SessionKeeper
 from .supervision import LOOP_KILL_TIMEOUT, supervise
-from .watch import Watch, WatchKind
+from .watch import Watch, WatchFactory
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +78,8 @@ class Coordinator:
         denied = self.retry.note_denied  # every 403, wherever met, is logged and shown on /health
         self.api = ConsulAPI(factory(CALL_TIMEOUT), on_denied=denied)
         self.watch_api = ConsulAPI(factory(long_poll_timeout(config.watch_wait)), on_denied=denied)
+        #: Every watch of the coordinator and its session's locks is made here.
+        self.watch_factory = WatchFactory(self.watch_api, config.watch_wait)
         self.session_api = ConsulAPI(factory(SESSION_CALL_TIMEOUT), on_denied=denied)
         budget = config.budget()
         liveness_timeout = liveness_call_timeout(budget.lease)
@@ -112,10 +114,8 @@ class Coordinator:
         self._members: dict[str, MemberRecord] = {}
         #: When this node last saw the member set change (a new leader's first soak counts from it)
         self.members_changed_at = 0.0
-        self._members_watch = Watch(
-            self.watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE,
-            wait=config.watch_wait, name="members-view",
-        )
+        self._members_watch = self.watch_factory.tree(self.keys.members, self._on_members,
+                                                      name="members-view")
         self._leader_changed = gevent.event.Event()
         self._main: gevent.Greenlet | None = None
         self._ended_generation = 0

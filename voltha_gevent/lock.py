@@ -30,7 +30,7 @@ from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, PermissionDenied, SessionInvalid
 from .retrying import Backoff
 from .supervision import LOOP_KILL_TIMEOUT, spawn_supervised
-from .watch import Watch, WatchKind
+from .watch import WatchFactory
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +81,7 @@ class SessionLock:
         self.acquisitions = 0
         self._changed = gevent.event.Event()
         self._stop = gevent.event.Event()
-        self.watch = Watch(
-            watch_api, key, self._on_entry, kind=WatchKind.KEY, wait=wait, name=f"{name}-watch"
-        )
+        self.watch = WatchFactory(watch_api, wait).key(key, self._on_entry, name=f"{name}-watch")
         self._greenlet: gevent.Greenlet | None = None
 
     @property

@@ -17,7 +17,7 @@ from .entries import KVEntry
 from .keys import Keys, drained_members, parse_pins
 from .membership import MemberRecord
 from .placement import Placement, placed_assignment
-from .watch import Watch, WatchKind
+from .watch import WatchFactory
 
 
 class PlacementWatch:
@@ -29,10 +29,10 @@ class PlacementWatch:
         self.on_change = on_change
         self.drains: set[str] = set()
         self.pins: dict[str, str] = {}
+        watches = WatchFactory(watch_api, wait)
         self.watches = [
-            Watch(watch_api, keys.drains, self._on_drains, kind=WatchKind.KEYS, wait=wait,
-                  separator="/", name="leader-drains"),
-            Watch(watch_api, keys.pins, self._on_pins, kind=WatchKind.TREE, wait=wait, name="leader-pins"),
+            watches.keys(keys.drains, self._on_drains, separator="/", name="leader-drains"),
+            watches.tree(keys.pins, self._on_pins, name="leader-pins"),
         ]
 
     def _on_drains(self, names: list[str]) -> None:

@@ -42,11 +42,10 @@ import gevent
 import structlog
 
 from .budget import KILL_TIMEOUT
-from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .keys import Keys, child_name
 from .lease import bind, run_fenced
-from .watch import Watch, WatchKind
+from .watch import Watch, WatchFactory
 
 if TYPE_CHECKING:
     from .worker import ItemTask
@@ -84,20 +83,18 @@ class ValueUpdates:
 
     def __init__(
         self,
-        watch_api: ConsulAPI,
+        watch_factory: WatchFactory,
         keys: Keys,
         *,
         tasks: Callable[[], Mapping[str, ItemTask]],
         notify: Callable[[str, bytes | None], None] | None,
         restart: Callable[[set[str]], None],
-        wait: float,
     ) -> None:
-        self.watch_api = watch_api
+        self.watch_factory = watch_factory
         self.keys = keys
         self.tasks = tasks
         self.notify = notify
         self.restart = restart
-        self.wait = wait
         self.stats = ValueUpdateStats()
         self._watch: Watch | None = None
         self._updaters: dict[str, gevent.Greenlet] = {}
@@ -106,8 +103,8 @@ class ValueUpdates:
     # -- session duty ------------------------------------------------------------------
 
     def session_started(self, session_id: str) -> None:
-        self._watch = Watch(self.watch_api, self.keys.workload, self._on_workload, kind=WatchKind.TREE,
-                            wait=self.wait, name="value-updates").start()
+        watch = self.watch_factory.tree(self.keys.workload, self._on_workload, name="value-updates")
+        self._watch = watch.start()
 
     def session_ended(self, *, lost: bool) -> None:
         watch, self._watch = self._watch, None
@@ -197,8 +194,8 @@ def attach(worker: Any, value_updates: bool | None) -> ValueUpdates | None:
     notify = worker.handler.on_updated if wants_updates(worker.handler) else None
     if value_updates is False or (value_updates is None and notify is None):
         return None
-    updates = ValueUpdates(worker.watch_api, worker.keys, tasks=lambda: worker.tasks, notify=notify,
-                           restart=worker.restart, wait=worker.watch_wait)
+    updates = ValueUpdates(worker.watch_factory, worker.keys, tasks=lambda: worker.tasks, notify=notify,
+                           restart=worker.restart)
     worker.add_revoke_barrier(updates.barrier)
     return updates  # a session duty: the caller registers it with the coordinator
 

@@ -8,6 +8,8 @@ and always with the latest state (intermediate states may be skipped, as in Cons
 are rate-limited by a small token bucket so a misbehaving Consul cannot cause a request
 storm, and errors back off along the project's retry schedule (a 403 at its slowest step).
 
+:class:`WatchFactory` builds every watch of a node on its long-poll client and wait.
+
 If ``on_change`` raises, the error is logged and counted (``watch-callback-failed``) and the
 watch goes on: one bad record must not blind a node. Stopping is immediate: ``stop()`` sets
 the stop event and kills the greenlet's pending long poll.
@@ -208,6 +210,32 @@ class Watch:
             log.warning("watch-failed", watch=self.name, error=str(exc))
         if self.on_error is not None:
             self.on_error(exc)
+
+
+class WatchFactory:
+    """Builds a node's watches: every one on the node's long-poll client, with its ``wait``.
+
+    ``api`` must be a client whose call timeout covers a long poll of ``wait``
+    (:func:`~voltha_gevent.client_settings.long_poll_timeout`). The watches are not started.
+    """
+
+    def __init__(self, api: ConsulAPI, wait: float = WATCH_WAIT) -> None:
+        self.api = api
+        self.wait = wait
+
+    def key(self, key: str, on_change: Callable[[Any], None], *, name: str) -> Watch:
+        """Watch one key: ``on_change(entry or None)``."""
+        return Watch(self.api, key, on_change, kind=WatchKind.KEY, wait=self.wait, name=name)
+
+    def tree(self, prefix: str, on_change: Callable[[Any], None], *, name: str) -> Watch:
+        """Watch a prefix with its values: ``on_change(entries)``."""
+        return Watch(self.api, prefix, on_change, kind=WatchKind.TREE, wait=self.wait, name=name)
+
+    def keys(self, prefix: str, on_change: Callable[[Any], None], *, name: str,
+             separator: str | None = None) -> Watch:
+        """Watch a prefix's key names (up to ``separator``): ``on_change(names)``."""
+        return Watch(self.api, prefix, on_change, kind=WatchKind.KEYS, wait=self.wait, name=name,
+                     separator=separator)
 
 
 _NOTHING = object()

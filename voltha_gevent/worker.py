@@ -46,7 +46,7 @@ from .lease import Ownership, now
 from .owner_locks import OwnerLocks
 from .revocation import MIN_STOP_GRACE, Revocations, RevokeBarrier
 from .supervision import LOOP_KILL_TIMEOUT, supervise
-from .watch import Watch, WatchKind
+from .watch import Watch, WatchFactory
 
 if TYPE_CHECKING:
     from .config import Config
@@ -121,13 +121,12 @@ class Worker:
         self.handler = handler
         self.keys = keys
         self.api = api
-        self.watch_api = watch_api
         self.instance_id = instance_id
         self.session = session
         self.lease = session.lease
         self.soak = settings.soak
         self.stop_timeout = settings.stop_timeout
-        self.watch_wait = settings.watch_wait
+        self.watch_factory = WatchFactory(watch_api, settings.watch_wait)
         self.stats = WorkerStats()
         self.owner_locks = OwnerLocks(self.api, self.keys, self.instance_id)
         self.revocations = Revocations(release_lock=self._release_lock, session_current=self._session_current,
@@ -160,8 +159,9 @@ class Worker:
         self._generation = self.session.generation
         self.assigned = set()
         self._dirty.clear()
-        self._watch = Watch(self.watch_api, self.keys.assignments_of(self.instance_id), self._on_assignments,
-                            kind=WatchKind.KEYS, wait=self.watch_wait, name="worker-assignments").start()
+        watch = self.watch_factory.keys(self.keys.assignments_of(self.instance_id), self._on_assignments,
+                                        name="worker-assignments")
+        self._watch = watch.start()
         self._start_loop(session_id)
 
     def _start_loop(self, session_id: str) -> None:

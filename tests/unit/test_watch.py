@@ -10,7 +10,7 @@ import pytest
 
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.testing.fake_consul import FakeConsul
-from voltha_gevent.watch import Watch, WatchKind
+from voltha_gevent.watch import Watch, WatchFactory, WatchKind
 
 
 @pytest.fixture
@@ -106,3 +106,17 @@ def test_a_watch_sees_a_session_expiring_on_the_clock_exactly_once(fake):
         assert watch.stats.changes == 3
     finally:
         watch.stop()
+
+
+def test_the_watch_factory_builds_every_kind_on_its_client_and_wait(live_fake, api):
+    watches = WatchFactory(api, wait=2)
+    built = [watches.key("f/a", print, name="a"), watches.tree("f/", print, name="t"),
+             watches.keys("f/", print, name="k", separator="/")]
+    assert [(w.api, w.kind, w.wait, w.name) for w in built] == [
+        (api, WatchKind.KEY, 2, "a"), (api, WatchKind.TREE, 2, "t"), (api, WatchKind.KEYS, 2, "k")]
+    assert built[2].separator == "/" and not any(w.running for w in built)
+    api.put("f/x", "1")
+    names: list = []
+    keys_watch = watches.keys("f/", names.append, name="k2").start()
+    assert wait_until(lambda: names == [["f/x"]])
+    keys_watch.stop()
