@@ -227,17 +227,15 @@ def run(config: Config, args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(json.dumps(config.public_dict(), indent=2, sort_keys=True) + "\n")
         return EXIT_OK
-    from .http import HttpEndpoint
     from .node import Node
 
     handler: Any = _work_handler(config, args)  # a bad --exec stops here, before any agent starts
     agent = _maybe_embedded_consul(config, args.embedded_consul)
-    node = Node(config, handler=handler)
+    node = Node(config, handler=handler, http=(config.rest_bind, config.rest_port))
     own_work = bool(args.ledger_file or args.exec_command)  # neither serves dispatched requests
     if own_work:
         handler.attach(node)
-    endpoint = HttpEndpoint(node, config.rest_bind, config.rest_port)
-    dispatcher = _demo_dispatcher(node, endpoint, handler) if args.dispatch and not own_work else None
+    dispatcher = _demo_dispatcher(node, handler) if args.dispatch and not own_work else None
     done, hurry = gevent.event.Event(), gevent.event.Event()
 
     def shutdown(signum: int = signal.SIGTERM) -> None:
@@ -250,9 +248,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
     try:
-        endpoint.start()
+        endpoint = node.serve_http()  # bound before joining: the member record advertises its port
         _check_consul(config)
-        node.coordinator.record = _with_port(node.coordinator.record, endpoint.port)
         node.start()
         if dispatcher is not None:
             dispatcher.start()
@@ -262,7 +259,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
             node.drain(config.drain_timeout, cancel=hurry)  # one handover per item, not soak + handover
         if dispatcher is not None:
             dispatcher.stop()
-        node.stop()
+        node.stop(keep_http=True)
         if dispatcher is not None:
             dispatcher.linger()  # peers still forwarding here are told "not owner", not reset
         endpoint.stop()
@@ -305,18 +302,13 @@ def _ledger_work(config: Config, args: argparse.Namespace) -> Any:
                       revoke_delay=args.ledger_revoke_delay, control_path=control_path_for(args.ledger_file))
 
 
-def _demo_dispatcher(node: Any, endpoint: Any, handler: "DemoHandler") -> Any:
-    """Demo request dispatcher: its echo handler answers ``{"item", "served_by", "payload"}``."""
+def _demo_dispatcher(node: Any, handler: "DemoHandler") -> Any:
+    """Demo request dispatcher, mounted on the node's endpoint: its echo handler answers
+    ``{"item", "served_by", "payload"}``."""
     dispatcher = node.add_dispatcher(handler.serve, queue_size=1000, workers=32, forward_timeout=5.0,
                                      owner_wait=10.0, token=os.environ.get("VOLTHA_DISPATCH_TOKEN"))
-    dispatcher.mount(endpoint)
+    dispatcher.mount(node.http)
     return dispatcher
-
-
-def _with_port(record: Any, port: int) -> Any:
-    from dataclasses import replace
-
-    return replace(record, rest_port=port)
 
 
 def _maybe_embedded_consul(config: Config, mode: str) -> Any:

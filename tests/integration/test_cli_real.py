@@ -222,3 +222,23 @@ def test_print_config_masks_the_token_and_shows_flag_over_env_over_file(tmp_path
     assert shown["consul_token"] == "***"
     assert (shown["soak"], shown["prefix"], shown["rest_port"]) == (4.0, "from/env", 9001)
     assert shown["session_ttl"] == 10  # default
+
+
+@pytest.mark.consul
+def test_run_with_rest_port_0_advertises_the_port_it_bound(admin, dev_agent, tmp_path):
+    """``--rest-port 0``: the member record carries the port the endpoint really bound (the
+    node's ``serve_http``, not a record patched by the CLI), and ``/health`` answers there."""
+    node = NodeProcess("cli-port0", dev_agent.http_addr, tmp_path, prefix=admin.prefix)
+    node.rest_port = 0  # VOLTHA_REST_PORT=0: pick a free one
+    node.start()
+    try:
+        def advertised() -> int:
+            rows = {m["instance_id"]: m for m in admin.json("status")["members"]}
+            return int(rows.get("cli-port0", {}).get("rest_port", 0))
+
+        assert wait_for(lambda: advertised() != 0, 30), node.log_tail(20)
+        node.rest_port = advertised()
+        status, body = node.get("/health")
+        assert status == 200 and body["healthy"], body
+    finally:
+        node.stop()
