@@ -36,6 +36,7 @@ from .entries import KVEntry
 from .errors import ConsulRejected, Stopped
 from .keys import Keys
 from .leader_state import LeaderContext, LeaderSettings
+from .lock import LockSession
 from .membership import MemberParseStats, MemberRecord, MembershipKeeper, parse_members
 from .retrying import BACKOFF, Retrying
 from .session import SessionKeeper
@@ -227,16 +228,12 @@ class Coordinator:
                 log.info("rejoining", instance_id=self.instance_id)
 
     def _start_session(self, session_id: str) -> None:
-        common = dict(lock_delay=self.config.lock_delay, wait=self.config.watch_wait,
-                      on_session_invalid=self._session_invalid(session_id))
-        self.membership = MembershipKeeper(
-            self.api, self.watch_api, self.keys, self.record, session_id, **common
-        )
-        self.election = Election(
-            self.api, self.watch_api, self.keys, self.instance_id, session_id,
-            make_leader=self._make_leader if self.leader_class else None,
-            on_change=self._leader_changed.set, **common,
-        )
+        locks = LockSession(self.api, self.watch_factory, session_id, self.config.lock_delay,
+                            on_session_invalid=self._session_invalid(session_id))
+        self.membership = MembershipKeeper(locks, self.keys, self.record)
+        self.election = Election(locks, self.keys.leader, self.instance_id,
+                                 make_leader=self._make_leader if self.leader_class else None,
+                                 on_change=self._leader_changed.set)
         self.membership.start()
         self.election.start()
         for duty in self.duties:

@@ -4,8 +4,8 @@ Followers watch the key with a blocking query (no polling) and try again when it
 after Consul's lock-delay. The holder's ``LockIndex`` is the **leader epoch**: it grows with
 every new holding, so a stale leader's work can be told apart from the current one's.
 
-Gaining the lock instantiates ``leader_class(coordinator)`` and starts it; losing it (key
-changed or deleted, session lost, shutdown) halts that leader before anything else happens.
+Gaining the lock builds the leader role with ``make_leader(epoch)`` and starts it; losing it
+(key changed or deleted, session lost, shutdown) halts that leader before anything else happens.
 ``leader_id`` and ``epoch`` always reflect the latest state seen.
 """
 
@@ -17,29 +17,23 @@ from typing import Any
 import gevent.event
 import structlog
 
-from .consul_api import ConsulAPI
 from .entries import KVEntry
-from .keys import Keys
-from .lock import SessionLock
+from .lock import LockSession, SessionLock
 
 log = structlog.get_logger(__name__)
 
 
 class Election:
-    """Campaign for one session; ``make_leader()`` builds the leader role when we win."""
+    """Campaign for ``key`` (``<prefix>/leader``) with one session; ``make_leader(epoch)``
+    builds the leader role when we win."""
 
     def __init__(
         self,
-        api: ConsulAPI,
-        watch_api: ConsulAPI,
-        keys: Keys,
+        session: LockSession,
+        key: str,
         instance_id: str,
-        session_id: str,
         *,
-        lock_delay: float,
-        wait: float,
         make_leader: Callable[[int], Any] | None,
-        on_session_invalid: Callable[[str], None],
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.instance_id = instance_id
@@ -50,20 +44,8 @@ class Election:
         self.leader: Any = None
         self.is_leader = False
         self.changed = gevent.event.Event()
-        self.lock = SessionLock(
-            api,
-            watch_api,
-            keys.leader,
-            instance_id,
-            session_id,
-            lock_delay=lock_delay,
-            wait=wait,
-            name="election",
-            on_acquired=self._won,
-            on_lost=self.halt_leader,
-            on_holder=self._holder,
-            on_session_invalid=on_session_invalid,
-        )
+        self.lock = SessionLock(session, key, instance_id, name="election", on_acquired=self._won,
+                                on_lost=self.halt_leader, on_holder=self._holder)
 
     def start(self) -> None:
         self.lock.start()

@@ -1,7 +1,9 @@
 """A Consul lock held by the session: acquire, keep, and notice at once when it is gone.
 
-The recipe behind membership, election and item ownership (as kazoo's election reuses its
-lock). One greenlet watches the key with a blocking query and acts on the latest state:
+The recipe behind membership and election (as kazoo's election reuses its lock), built as
+kazoo builds its ``Lock(client, path, identifier)``: ``SessionLock(session, key, value)``,
+where :class:`LockSession` is what every lock of one session shares. One greenlet watches
+the key with a blocking query and acts on the latest state:
 
 * key free (absent, or no ``Session``): try ``acquire``; a refusal on a free key is
   Consul's lock-delay, so wait ``lock_delay`` and try again;
@@ -19,6 +21,7 @@ is called and the lock stops: the session keeper then declares the session lost.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 import gevent
@@ -47,41 +50,52 @@ class LockState(Enum):
     STOPPED = "stopped"
 
 
+@dataclass(frozen=True)
+class LockSession:
+    """What every lock of one session shares (kazoo's ``client``).
+
+    ``api`` acquires and releases, ``watches`` builds each key's watch, ``lock_delay`` is
+    Consul's (a refused acquire on a free key waits it out), and ``on_session_invalid`` is
+    told when Consul answers that ``session_id`` is gone.
+    """
+
+    api: ConsulAPI
+    watches: WatchFactory
+    session_id: str
+    lock_delay: float
+    on_session_invalid: Callable[[str], None] | None = None
+
+
 class SessionLock:
-    """Hold ``key`` with ``session_id`` and value ``value`` for as long as possible."""
+    """Hold ``key`` with the session and value ``value`` for as long as possible."""
 
     def __init__(
         self,
-        api: ConsulAPI,
-        watch_api: ConsulAPI,
+        session: LockSession,
         key: str,
         value: bytes | str,
-        session_id: str,
         *,
-        lock_delay: float,
-        wait: float,
         name: str,
         on_acquired: Callable[[KVEntry], None] | None = None,
         on_lost: Callable[[], None] | None = None,
         on_holder: Callable[[KVEntry | None], None] | None = None,
-        on_session_invalid: Callable[[str], None] | None = None,
     ) -> None:
-        self.api = api
+        self.api = session.api
         self.key = key
         self.value = value
-        self.session_id = session_id
-        self.lock_delay = lock_delay
+        self.session_id = session.session_id
+        self.lock_delay = session.lock_delay
         self.name = name
         self.on_acquired = on_acquired
         self.on_lost = on_lost
         self.on_holder = on_holder
-        self.on_session_invalid = on_session_invalid
+        self.on_session_invalid = session.on_session_invalid
         self.state = LockState.WAITING
         self.entry: KVEntry | None = None
         self.acquisitions = 0
         self._changed = gevent.event.Event()
         self._stop = gevent.event.Event()
-        self.watch = WatchFactory(watch_api, wait).key(key, self._on_entry, name=f"{name}-watch")
+        self.watch = session.watches.key(key, self._on_entry, name=f"{name}-watch")
         self._greenlet: gevent.Greenlet | None = None
 
     @property
@@ -181,3 +195,6 @@ class SessionLock:
 
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
+
+
+__all__ = ["ACQUIRE_BACKOFF", "LockSession", "LockState", "SessionLock"]

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import structlog
 
 from . import __version__
-from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .keys import Keys, child_name
-from .lock import SessionLock
+from .lock import LockSession, SessionLock
 
 log = structlog.get_logger(__name__)
 
@@ -112,37 +111,15 @@ def _skip(stats: MemberParseStats | None, key: str, why: str) -> None:
 class MembershipKeeper:
     """Holds this node's record for one session."""
 
-    def __init__(
-        self,
-        api: ConsulAPI,
-        watch_api: ConsulAPI,
-        keys: Keys,
-        record: MemberRecord,
-        session_id: str,
-        *,
-        lock_delay: float,
-        wait: float,
-        on_session_invalid: Callable[[str], None],
-    ) -> None:
+    def __init__(self, session: LockSession, keys: Keys, record: MemberRecord) -> None:
         self.record = record
         self.joined_at: float | None = None
         #: The other session holding our record (a duplicate instance id), while we wait.
         self.held_by: str | None = None
         self._ever_held = False
-        self.lock = SessionLock(
-            api,
-            watch_api,
-            keys.member(record.instance_id),
-            record.to_json(),
-            session_id,
-            lock_delay=lock_delay,
-            wait=wait,
-            name="membership",
-            on_acquired=self._on_acquired,
-            on_lost=self._on_lost,
-            on_holder=self._on_holder,
-            on_session_invalid=on_session_invalid,
-        )
+        self.lock = SessionLock(session, keys.member(record.instance_id), record.to_json(),
+                                name="membership", on_acquired=self._on_acquired, on_lost=self._on_lost,
+                                on_holder=self._on_holder)
 
     @property
     def held(self) -> bool:

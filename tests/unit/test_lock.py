@@ -9,8 +9,9 @@ import gevent
 import pytest
 
 from voltha_gevent.consul_api import ConsulAPI
-from voltha_gevent.lock import LockState, SessionLock
+from voltha_gevent.lock import LockSession, LockState, SessionLock
 from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.watch import WatchFactory
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_lock_waits_for_the_holder_and_takes_over_on_release(api):
     second = api.create_session(name="b", ttl=10, behavior="release", lock_delay=0)
     assert api.acquire("L", "a", first)
     holders, acquired = [], []
-    lock = SessionLock(api, api, "L", "b", second, lock_delay=0, wait=2, name="t",
+    lock = SessionLock(LockSession(api, WatchFactory(api, 2), second, 0), "L", "b", name="t",
                        on_holder=holders.append, on_acquired=acquired.append).start()
     try:
         assert wait_until(lambda: holders and holders[-1] is not None)
@@ -53,8 +54,8 @@ def test_a_lock_on_a_dead_session_calls_on_session_invalid_and_stops(api):
     session_id = api.create_session(name="a", ttl=10, behavior="release", lock_delay=0)
     api.destroy_session(session_id)
     invalid = []
-    lock = SessionLock(api, api, "L2", "a", session_id, lock_delay=0, wait=2, name="t",
-                       on_session_invalid=invalid.append).start()
+    session = LockSession(api, WatchFactory(api, 2), session_id, 0, on_session_invalid=invalid.append)
+    lock = SessionLock(session, "L2", "a", name="t").start()
     try:
         assert wait_until(lambda: invalid)
         assert lock.state is LockState.STOPPED
@@ -87,7 +88,7 @@ def test_lock_delay_refuses_a_free_key_until_the_clock_passes_it_then_the_waiter
     lock_api = ConsulAPI(fake.client())
     answers = counting_acquires(lock_api)
     acquired = []
-    lock = SessionLock(lock_api, api, "L", "b", mine, lock_delay=0, wait=2, name="t",
+    lock = SessionLock(LockSession(lock_api, WatchFactory(api, 2), mine, 0), "L", "b", name="t",
                        on_acquired=acquired.append).start()
     try:
         assert wait_until(lambda: len(answers) >= 2)  # retried: the key is free but refused
@@ -109,7 +110,7 @@ def test_the_holders_ttl_expiring_on_the_clock_hands_the_lock_to_the_waiter(fake
     waiter = api.create_session(name="b", ttl=30, behavior="release", lock_delay=0)  # expires at 60
     assert api.acquire("L", "a", holder)
     holders = []
-    lock = SessionLock(api, api, "L", "b", waiter, lock_delay=0, wait=2, name="t",
+    lock = SessionLock(LockSession(api, WatchFactory(api, 2), waiter, 0), "L", "b", name="t",
                        on_holder=holders.append).start()
     try:
         assert wait_until(lambda: holders)
@@ -128,10 +129,10 @@ def test_a_held_lock_whose_session_expires_on_the_clock_is_lost_before_the_sessi
     api = ConsulAPI(fake.client())
     session_id = api.create_session(name="a", ttl=10, behavior="release", lock_delay=0)
     events = []
-    lock = SessionLock(api, api, "L", "a", session_id, lock_delay=0, wait=2, name="t",
-                       on_acquired=lambda entry: events.append("acquired"),
-                       on_lost=lambda: events.append("lost"),
-                       on_session_invalid=lambda why: events.append("session-invalid")).start()
+    session = LockSession(api, WatchFactory(api, 2), session_id, 0,
+                          on_session_invalid=lambda why: events.append("session-invalid"))
+    lock = SessionLock(session, "L", "a", name="t", on_acquired=lambda entry: events.append("acquired"),
+                       on_lost=lambda: events.append("lost")).start()
     try:
         assert wait_until(lambda: lock.held)
         fake.clock.advance(19.9)
