@@ -233,8 +233,11 @@ def run(config: Config, args: argparse.Namespace) -> int:
     agent = _maybe_embedded_consul(config, args.embedded_consul)
     node = Node(config, handler=handler, http=(config.rest_bind, config.rest_port))
     own_work = bool(args.ledger_file or args.exec_command)  # neither serves dispatched requests
-    if own_work:
-        handler.attach(node)
+    if args.exec_command:
+        handler.attach(node.lease)
+        node.add_revoke_barrier(handler.barrier)  # an owner lock outlives its child's process group
+    elif args.ledger_file:
+        handler.attach(node)  # takes node.ownership
     dispatcher = _demo_dispatcher(node, handler) if args.dispatch and not own_work else None
     done, hurry = gevent.event.Event(), gevent.event.Event()
 

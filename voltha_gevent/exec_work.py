@@ -214,8 +214,10 @@ class _Child:
 class ExecWork:
     """Supervises one child process per owned item (see the module docstring).
 
-    Call :meth:`attach` with the node before it starts (it needs the node's lease and adds
-    the revoke barrier), and :meth:`close` after ``node.stop()``. ``reload_signal``: a changed
+    Before the node starts, give it the node's lease (``work.attach(node.lease)``: the guards
+    are fed its deadline) and add its barrier (``node.add_revoke_barrier(work.barrier)``: an
+    owner lock is released only once the item's process group is reaped); call :meth:`close`
+    after ``node.stop()``. ``reload_signal``: a changed
     value is signalled to the child's group instead of restarting it (see the module docstring).
     """
 
@@ -236,11 +238,10 @@ class ExecWork:
         self._group = gevent.pool.Group()
         self._dir = Path(tempfile.mkdtemp(prefix="voltha-exec-"))
 
-    def attach(self, node: Any) -> None:
-        """Take the node's lease and make the owner-lock release wait for the children."""
-        self.lease = node.coordinator.session.lease
-        self.publisher = LeasePublisher(self.lease)
-        node.add_revoke_barrier(self.barrier)
+    def attach(self, lease: Lease) -> None:
+        """Feed the guards ``lease``'s deadline (the node's session lease, ``node.lease``)."""
+        self.lease = lease
+        self.publisher = LeasePublisher(lease)
 
     def close(self) -> None:
         """Stop feeding the guards (any left see their pipe close and end their groups)."""

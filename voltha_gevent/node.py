@@ -36,7 +36,7 @@ from .errors import VolthaError
 from .http import HttpEndpoint
 from .leader import Leader
 from .leader_state import LeaderContext
-from .lease import Ownership
+from .lease import Lease, Ownership
 from .membership import MemberRecord
 from .metrics import LeaderFigures, NodeMetricsView
 from .revocation import RevokeBarrier
@@ -252,6 +252,12 @@ class Node:
     @property
     def epoch(self) -> int:
         return self.coordinator.epoch
+
+    @property
+    def lease(self) -> Lease:
+        """This node's session lease (one object for every session of the process): what an
+        ownership's validity derives from; read it, never begin or end it."""
+        return self.coordinator.session.lease
 
     @property
     def healthy(self) -> bool:

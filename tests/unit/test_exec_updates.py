@@ -45,7 +45,8 @@ def _exec_node(cluster: FakeCluster, code: str, **work: Any) -> tuple[Node, Exec
     config = cluster.settings_config("n1")
     handler = ExecWork([sys.executable, "-c", code], "n1", stop_timeout=config.stop_timeout, **work)
     node = Node(config, handler=handler, client_factory=cluster.client_factory("n1"))
-    handler.attach(node)
+    handler.attach(node.lease)
+    node.add_revoke_barrier(handler.barrier)
     cluster.nodes["n1"] = node
     node.start()
     return node, handler

@@ -30,7 +30,8 @@ def _exec_node(cluster: FakeCluster, name: str, command: list[str], **settings) 
     work = ExecWork(command, name, stop_timeout=config.stop_timeout,
                     environ={**os.environ, "VOLTHA_CONSUL_TOKEN": "secret"})
     node = Node(config, handler=work, client_factory=cluster.client_factory(name))
-    work.attach(node)
+    work.attach(node.lease)
+    node.add_revoke_barrier(work.barrier)
     cluster.nodes[name] = node
     node.start()
     return node, work
