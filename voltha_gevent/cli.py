@@ -297,7 +297,15 @@ def _work_handler(config: Config, args: argparse.Namespace) -> Any:
 
 
 def _ledger_work(config: Config, args: argparse.Namespace) -> Any:
-    """Test work that ticks into a ledger file; SIGUSR1 blocks the event loop (a stuck handler)."""
+    """Test work that ticks into a ledger file; SIGUSR1 blocks the event loop (a stuck handler).
+
+    Why the run path imports from ``testing/`` here, and only here: ``--ledger-file`` exists so
+    the test beds (the partition bed, the chaos bed, ``bench/``) can audit real node processes,
+    and the audit must read evidence written by the work, not by the library
+    (:mod:`voltha_gevent.testing.ledger`); the ledger and its auditor are one shipped testing
+    module, kept together. The import is lazy: a node run without the flag loads nothing from
+    ``testing/``.
+    """
     from .testing.ledger import LedgerWork, control_path_for, install_block_trigger
 
     install_block_trigger(args.ledger_block)

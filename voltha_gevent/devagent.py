@@ -21,6 +21,10 @@ Guarantees:
 * Only processes started here are ever signalled, by pid: SIGTERM, a wait, then SIGKILL.
   ``stop()`` is idempotent and also runs on context-manager exit.
 
+The test beds (:mod:`voltha_gevent.testing.agents`, ``prometheus``, ``netbed_members``) build
+on this module's public helpers (:class:`AgentProcess`, :func:`log_tail`, :func:`leader_of`):
+the run path owns them, ``testing/`` reuses them, never the other way round.
+
 The binary is found by :func:`find_consul_binary` with the same order as
 ``scripts/install-consul.sh``: ``$CONSUL_BIN``, ``consul`` on PATH, the project cache, then
 the script itself (which downloads Consul 1.8.7 into the cache).
@@ -66,7 +70,7 @@ WORKDIR_PREFIX = "voltha-consul-dev-"
 #: File in a ``die_with_parent`` agent's directory holding the agent's pid.
 PID_FILE = "agent.pid"
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConsulBinaryNotFound(RuntimeError):
@@ -82,7 +86,7 @@ class AgentStartupError(RuntimeError):
 
 def _cache_dir() -> Path:
     override = os.environ.get("VOLTHA_CACHE_DIR")
-    return (Path(override) if override else _REPO_ROOT / ".cache") / "consul"
+    return (Path(override) if override else REPO_ROOT / ".cache") / "consul"
 
 
 def find_consul_binary(*, install: bool = True) -> str:
@@ -101,7 +105,7 @@ def find_consul_binary(*, install: bool = True) -> str:
     cached = _cache_dir() / "usr" / "bin" / "consul"
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)
-    script = _REPO_ROOT / "scripts" / "install-consul.sh"
+    script = REPO_ROOT / "scripts" / "install-consul.sh"
     if not install or not script.is_file():
         raise ConsulBinaryNotFound(
             "no consul binary: set CONSUL_BIN, put consul on PATH, or run scripts/install-consul.sh"
@@ -152,7 +156,7 @@ def http_get_json(url: str, timeout: float = 2.0) -> Any:
         return json.loads(resp.read().decode("utf-8") or "null")
 
 
-def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
@@ -160,7 +164,7 @@ def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Process:
+class AgentProcess:
     """One ``consul agent`` child: start, signal by pid, wait."""
 
     def __init__(self, argv: list[str], log_path: Path, *, die_with_parent: bool = False) -> None:
@@ -255,7 +259,7 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _leader_of(http_addr: str) -> str:
+def leader_of(http_addr: str) -> str:
     """The Raft leader's "ip:port" as ``http_addr`` sees it, or "" when there is none."""
     try:
         leader = http_get_json(f"http://{http_addr}/v1/status/leader", timeout=1.0)
@@ -296,7 +300,7 @@ class DevAgent:
             remove_orphaned_workdirs()
         self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         self.log_path = self.workdir / "consul.log"
-        self._process = _Process(self._argv(), self.log_path, die_with_parent=die_with_parent)
+        self._process = AgentProcess(self._argv(), self.log_path, die_with_parent=die_with_parent)
 
     @property
     def http_addr(self) -> str:
@@ -331,14 +335,14 @@ class DevAgent:
         while time.monotonic() < deadline:
             if not self._process.alive():
                 break
-            if _leader_of(self.http_addr) and self._node_healthy():
+            if leader_of(self.http_addr) and self._node_healthy():
                 log.info("consul-dev-agent-ready", http_addr=self.http_addr, pid=self.pid)
                 return self
             time.sleep(POLL_INTERVAL)
         self._process.kill()
         raise AgentStartupError(
             f"consul dev agent on {self.http_addr} did not come up within {self.startup_timeout}s;"
-            f" log {self.log_path}:\n{_log_tail(self.log_path)}"
+            f" log {self.log_path}:\n{log_tail(self.log_path)}"
         )
 
     def _node_healthy(self) -> bool:
@@ -370,6 +374,8 @@ class DevAgent:
 
 
 __all__ = [
+    "REPO_ROOT",
+    "AgentProcess",
     "AgentStartupError",
     "ConsulBinaryNotFound",
     "DevAgent",
@@ -377,5 +383,7 @@ __all__ = [
     "find_consul_binary",
     "free_port",
     "http_get_json",
+    "leader_of",
+    "log_tail",
     "remove_orphaned_workdirs",
 ]

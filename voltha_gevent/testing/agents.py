@@ -28,16 +28,16 @@ from ..devagent import (
     POLL_INTERVAL,
     STARTUP_TIMEOUT,
     STOP_GRACE,
+    AgentProcess,
     AgentStartupError,
     ConsulBinaryNotFound,
     DevAgent,
-    _leader_of,
-    _log_tail,
-    _Process,
     child_env,
     find_consul_binary,
     free_port,
     http_get_json,
+    leader_of,
+    log_tail,
 )
 
 #: The cluster's Raft tuning: dev-style timings so that elections take about a second.
@@ -61,7 +61,7 @@ class _Server:
         self.data_dir = workdir / f"server{index}"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"server{index}.log"
-        self.process: _Process | None = None
+        self.process: AgentProcess | None = None
 
     @property
     def http_addr(self) -> str:
@@ -91,7 +91,7 @@ class _Server:
         ]  # fmt: skip
 
     def start(self, n: int, peers: list[str]) -> None:
-        self.process = _Process(self.argv(n, peers), self.log_path)
+        self.process = AgentProcess(self.argv(n, peers), self.log_path)
         self.process.start()
 
     def alive(self) -> bool:
@@ -143,7 +143,7 @@ class Cluster:
         by_rpc = {s.rpc_addr: s.index for s in self.servers}
         for server in self.servers:
             if server.alive():
-                leader = _leader_of(server.http_addr)
+                leader = leader_of(server.http_addr)
                 if leader in by_rpc and self.servers[by_rpc[leader]].alive():
                     return by_rpc[leader]
         return None
@@ -156,12 +156,12 @@ class Cluster:
             if leader is not None:
                 return leader
             time.sleep(POLL_INTERVAL)
-        tails = "\n".join(f"--- {s.log_path}:\n{_log_tail(s.log_path, 15)}" for s in self.servers)
+        tails = "\n".join(f"--- {s.log_path}:\n{log_tail(s.log_path, 15)}" for s in self.servers)
         raise AgentStartupError(f"no Raft leader within {timeout}s\n{tails}")
 
     def _agreed_leader(self) -> int | None:
         by_rpc = {s.rpc_addr: s.index for s in self.servers}
-        seen = {_leader_of(s.http_addr) for s in self.servers if s.alive()}
+        seen = {leader_of(s.http_addr) for s in self.servers if s.alive()}
         if len(seen) != 1:
             return None
         leader = by_rpc.get(seen.pop())

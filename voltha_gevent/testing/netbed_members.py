@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .agents import CLUSTER_HCL, _Process
+from .agents import CLUSTER_HCL, AgentProcess
 from .netns import Fabric
 from .processes import NodeProcess
 
@@ -47,7 +47,7 @@ class NsConsul:
                 *[f"-retry-join={a}" for a in join if a != self.address]]
         if server:
             argv += ["-server", f"-bootstrap-expect={len(SERVERS)}", "-hcl", CLUSTER_HCL]
-        self.process = _Process(fabric.exec_argv(member, argv), workdir / f"consul-{member}.log")
+        self.process = AgentProcess(fabric.exec_argv(member, argv), workdir / f"consul-{member}.log")
 
     @property
     def pid(self) -> int | None:

@@ -30,16 +30,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..devagent import _REPO_ROOT, _log_tail, _Process, free_port, http_get_json
+from ..devagent import REPO_ROOT, AgentProcess, free_port, http_get_json, log_tail
 
 #: How long Prometheus may take to answer /-/ready.
 STARTUP_TIMEOUT = 30.0
 #: Poll interval while waiting for it.
 POLL_INTERVAL = 0.2
 #: The shipped rules, the promtool tests and the Grafana dashboard.
-RULES_FILE = _REPO_ROOT / "deploy" / "prometheus" / "voltha-rules.yml"
-RULE_TESTS_DIR = _REPO_ROOT / "deploy" / "prometheus" / "tests"
-DASHBOARD_FILE = _REPO_ROOT / "deploy" / "grafana" / "voltha.json"
+RULES_FILE = REPO_ROOT / "deploy" / "prometheus" / "voltha-rules.yml"
+RULE_TESTS_DIR = REPO_ROOT / "deploy" / "prometheus" / "tests"
+DASHBOARD_FILE = REPO_ROOT / "deploy" / "grafana" / "voltha.json"
 
 
 class PrometheusNotFound(RuntimeError):
@@ -60,10 +60,10 @@ def find_prometheus_binary(*, install: bool = True) -> str:
     on_path = shutil.which("prometheus")
     if on_path:
         return on_path
-    cache = Path(os.environ.get("VOLTHA_CACHE_DIR") or _REPO_ROOT / ".cache") / "prometheus" / "usr" / "bin"
+    cache = Path(os.environ.get("VOLTHA_CACHE_DIR") or REPO_ROOT / ".cache") / "prometheus" / "usr" / "bin"
     if os.access(cache / "prometheus", os.X_OK) and os.access(cache / "promtool", os.X_OK):
         return str(cache / "prometheus")
-    script = _REPO_ROOT / "scripts" / "install-prometheus.sh"
+    script = REPO_ROOT / "scripts" / "install-prometheus.sh"
     if not install or not script.is_file():
         raise PrometheusNotFound("no prometheus: set PROMETHEUS_BIN, put it on PATH, "
                                  "or run scripts/install-prometheus.sh")
@@ -116,7 +116,7 @@ class PrometheusServer:
         self.job = job
         self.interval = interval
         self.port = 0
-        self._process: _Process | None = None
+        self._process: AgentProcess | None = None
 
     @property
     def url(self) -> str:
@@ -143,7 +143,7 @@ class PrometheusServer:
         self.port = free_port()
         argv = [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"]
-        self._process = _Process(argv, self.workdir / "prometheus.log")
+        self._process = AgentProcess(argv, self.workdir / "prometheus.log")
         self._process.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
@@ -167,7 +167,7 @@ class PrometheusServer:
             self._process.stop()
 
     def log_tail(self) -> str:
-        return _log_tail(self.workdir / "prometheus.log")
+        return log_tail(self.workdir / "prometheus.log")
 
     def api(self, path: str, **params: str) -> Any:
         """GET ``/api/v1/<path>``; its ``data`` (raises on a non-success answer)."""
