@@ -75,11 +75,11 @@ class Heartbeats:
     # -- the owner's side (main hub) ----------------------------------------------------
 
     def start(self) -> Heartbeats:
-        self._stamp_loop()
         if not self.threaded:
             api = self.make_api()
             self._greenlets = [self._spawn_beat(s, api, gevent.event.Event()) for s in self.signals]
             return self
+        self._stamp_loop()  # only the thread needs to know the loop still turns
         main_loop = gevent.get_hub().loop
         start_thread = gevent.monkey.get_original("_thread", "start_new_thread")
         start_thread(self._thread_main, (main_loop,))

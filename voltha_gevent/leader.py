@@ -327,14 +327,18 @@ class Leader:
             self.view.owners = {}
 
     def _poll_owners(self) -> None:
+        failing = False
         while self.handover_from and not self._stop.is_set():
             started = time.monotonic()
             self.stats.owner_reads += 1
             try:
                 held = read_holders(self.api, self.keys, list(self.handover_from))
             except (ConsulUnavailable, ConsulRejected) as exc:
-                log.warning("handover-read-failed", error=str(exc), items=len(self.handover_from))
+                if not failing:  # once per streak: it is tried again every HANDOVER_POLL
+                    log.warning("handover-read-failed", error=str(exc), items=len(self.handover_from))
+                failing = True
             else:
+                failing = False
                 if self.handover_from:
                     self.view.owners = held
                     self._owners_changed.set()
