@@ -5,11 +5,14 @@ and any session-scoped duties the embedding adds (the worker) - and owns their g
 
 1. create a session (retrying while Consul is down) and start the duties with it;
 2. wait until the session is lost or shutdown is asked;
-3. on loss, **at once** (in the greenlet that noticed): halt the leader, tell every duty
-   the session ended so it stops acting on its locks (the worker fences its work), stop
-   the membership; then go back to 1 with a new session;
+3. on loss, **at once** (in the coordinator's own greenlet): halt the leader, tell every
+   duty the session ended so it stops acting on its locks (the worker fences its work),
+   stop the membership; then go back to 1 with a new session;
 4. on shutdown: the same halts, then destroy the session (so the leader lock and the
    membership record go at once, not after a TTL) and stop every greenlet.
+
+Every halt - loss, shutdown, a crash of the session loop, :meth:`Coordinator.abandon` -
+goes through :meth:`Coordinator._halt`; every duty implements :class:`SessionDuty`.
 
 Nothing keeps acting on locks of a dead session: every duty is halted before a new session
 exists. The coordinator never monkey-patches; the CLI entry point does.
@@ -47,12 +50,18 @@ log = structlog.get_logger(__name__)
 
 
 class SessionDuty(Protocol):
-    """Work that lives for one session (the worker is one)."""
+    """Work that lives for one session at a time (the worker, value updates): every duty
+    implements all four; the coordinator halts them all through one path."""
 
-    def session_started(self, session_id: str) -> None: ...
+    def session_started(self, session_id: str) -> None:
+        """A new session is live: start acting with it."""
 
     def session_ended(self, *, lost: bool) -> None:
-        """Stop acting on every lock of the session now; called before any new session."""
+        """Stop acting on every lock of the session now; called before any new session.
+        ``lost``: the session is gone, so nothing is released (its locks went with it)."""
+
+    def abandon(self) -> None:
+        """Stop at once as a crash would: no handler runs, nothing is said to Consul (tests)."""
 
     def keeps_locks(self) -> bool:
         """True while some work could not be stopped: its locks must outlive a shutdown."""
@@ -171,15 +180,7 @@ class Coordinator:
         self._stop.set()
         self._ended_generation = self.session.generation
         self.session.abandon()
-        if self.election is not None:
-            self.election.halt_leader()
-            self.election.lock.stop()
-        if self.membership is not None:
-            self.membership.stop()
-        for duty in self.duties:
-            abandon = getattr(duty, "abandon", None)
-            if abandon is not None:
-                abandon()
+        self._halt(lost=True, crash=True)
         self._members_watch.stop()
         main, self._main = self._main, None
         if main is not None and main is not gevent.getcurrent():
@@ -249,16 +250,22 @@ class Coordinator:
             if self._ended_generation == self.session.generation:
                 return
             self._ended_generation = self.session.generation
-            self._halt_duties(lost=lost)
+            self._halt(lost=lost)
 
-    def _halt_duties(self, *, lost: bool) -> None:
+    def _halt(self, *, lost: bool, crash: bool = False) -> None:
+        """The one halting path: the leader and the campaign first, then every duty, the
+        membership record last. ``lost``: the session is gone (nothing is released);
+        ``crash``: as a crash would (:meth:`abandon`), duties stop without their handlers."""
         if self.election is not None:
             self.election.stop(release=not lost)
         for duty in self.duties:
             try:
-                duty.session_ended(lost=lost)
+                if crash:
+                    duty.abandon()
+                else:
+                    duty.session_ended(lost=lost)
             except Exception as exc:  # noqa: BLE001 - one duty's failure must not skip the others
-                log.error("duty-stop-failed", duty=type(duty).__name__, error=repr(exc))
+                log.error("duty-stop-failed", duty=type(duty).__name__, error=repr(exc), exc_info=True)
         if self.membership is not None:
             self.membership.stop(release=False)
 

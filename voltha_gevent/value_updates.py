@@ -111,6 +111,14 @@ class ValueUpdates:
         if watch is not None:
             watch.stop()
 
+    def abandon(self) -> None:
+        """Stop the watch and kill every ``on_updated`` in progress (a crash; tests)."""
+        self.session_ended(lost=True)
+        updaters = [g for g in self._updaters.values() if g is not gevent.getcurrent()]
+        gevent.killall(updaters, block=True, timeout=KILL_TIMEOUT)
+        self._updaters.clear()
+        self._again.clear()
+
     def keeps_locks(self) -> bool:
         return False
 

@@ -286,3 +286,53 @@ def test_coordinator_keeps_trying_when_consul_rejects_session_creation():
         assert not node.healthy
         assert "HTTPS" in node.coordinator.retry.stats.last_error
         assert cluster.wait_until(lambda: node.healthy, timeout=10)  # the next try succeeds
+
+
+class _RecordingDuty:
+    """A SessionDuty that records the halting path's calls."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def session_started(self, session_id: str) -> None:
+        self.calls.append("started")
+
+    def session_ended(self, *, lost: bool) -> None:
+        self.calls.append(f"ended lost={lost}")
+
+    def abandon(self) -> None:
+        self.calls.append("abandon")
+
+    def keeps_locks(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("how", ["shutdown", "lost", "abandon"])
+def test_every_halt_goes_through_the_duties_session_duty_methods(how):
+    from voltha_gevent.config import Config
+    from voltha_gevent.coordinator import Coordinator
+
+    with FakeConsul() as fake:
+        config = Config.load(environ={}, flags={"instance_id": "n1", "prefix": "halt"})
+        calls: list[str] = []
+        coordinator = Coordinator(config, client_factory=lambda timeout: fake.client(),
+                                  duties=(_RecordingDuty(calls),))
+        coordinator.start()
+        deadline = time.monotonic() + 5
+        while not coordinator.healthy and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert coordinator.healthy and coordinator.is_leader and calls == ["started"]
+        if how == "lost":
+            coordinator.session.mark_lost(coordinator.session_id, "test")
+            while calls[-1:] == ["started"] and time.monotonic() < deadline:
+                gevent.sleep(0.02)
+            assert calls[:2] == ["started", "ended lost=True"]  # then a new session starts it again
+            coordinator.shutdown()
+            assert calls[-1] == "ended lost=False"
+        elif how == "shutdown":
+            coordinator.shutdown()
+            assert calls == ["started", "ended lost=False"]
+        else:
+            coordinator.abandon()
+            assert calls == ["started", "abandon"]
+        assert not coordinator.is_leader
