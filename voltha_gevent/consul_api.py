@@ -52,10 +52,8 @@ from .errors import (
     SessionInvalid,
 )
 
-# Retrying, backoff_step and chunked are re-exported (see __all__) for the modules another
-# change is editing (leader, worker, session, lease); everything else imports them from
-# their own modules.
-from .retrying import Retrying, backoff_step
+# TXN_MAX_OPS, KVEntry, TxnOp and chunked are re-exported (see __all__) for leader.py only,
+# until it imports them from their own modules (txn, entries) like everything else.
 from .txn import TXN_MAX_OPS, TxnOp, chunked
 
 log = structlog.get_logger(__name__)
@@ -382,11 +380,9 @@ __all__ = [
     "client_factory",
     "make_client",
     "translate",
-    # re-exported until leader, worker, session and lease import them from their modules
+    # re-exported until leader.py imports them from txn and entries
     "TXN_MAX_OPS",
     "KVEntry",
-    "Retrying",
     "TxnOp",
-    "backoff_step",
     "chunked",
 ]

@@ -36,7 +36,7 @@ import gevent.event
 import greenlet
 import structlog
 
-from .consul_api import KVEntry
+from .entries import KVEntry
 
 log = structlog.get_logger(__name__)
 

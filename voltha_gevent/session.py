@@ -42,10 +42,11 @@ import gevent.event
 import structlog
 
 from .budget import FencingBudget
-from .consul_api import ConsulAPI, Retrying
+from .consul_api import ConsulAPI
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
 from .heartbeat import Heartbeats
 from .lease import STALL_GRACE, Lease, now
+from .retrying import Retrying
 
 log = structlog.get_logger(__name__)
 
