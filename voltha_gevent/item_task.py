@@ -137,7 +137,7 @@ class ItemTask:
         failures = 0
         while self.state is ItemState.STARTING and ownership.valid():
             self.state = ItemState.RUNNING  # the lock is held: from here on the work may run
-            worker.changed()
+            worker.recheck_settled()
             log.debug("item-started", item=self.item, token=ownership.token)  # per item: debug
             try:
                 worker.handler.on_assigned(self.item, ownership.value)

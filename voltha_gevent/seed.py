@@ -1,7 +1,7 @@
 """The demo workload of ``--seed-workload N``: ``device_group_0001..N``, created at start.
 
 Guarantees: the node that was given the setting creates the missing items itself, once per
-:meth:`Node.start`, whoever leads (the leader used to do it, so a non-leader's setting did
+:meth:`Node.start`, whoever leads (were it the leader's job, a non-leader's setting would do
 nothing until a failover made it leader, minutes later). Each item is created with ``cas=0``:
 an existing item is never overwritten, and an item removed later stays removed (nothing
 creates it again at a failover). While Consul is unreachable the creation is retried on the

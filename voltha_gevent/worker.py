@@ -130,7 +130,7 @@ class Worker:
         self.stats = WorkerStats()
         self.owner_locks = OwnerLocks(self.api, self.keys, self.instance_id)
         self.revocations = Revocations(release_lock=self._release_lock, session_current=self._session_current,
-                                       on_change=self.changed)
+                                       on_change=self.recheck_settled)
         self.tasks: dict[str, ItemTask] = {}
         self.assigned: set[str] = set()
         self.settled = gevent.event.Event()
@@ -249,7 +249,7 @@ class Worker:
             if count % YIELD_EVERY == 0:
                 gevent.sleep(0)  # thousands of new items: let heartbeats and watches run between
         self._sweep(session_id)
-        self.changed()
+        self.recheck_settled()
 
     def _revoke(self, items: list[str], *, release: bool, stop_by: float) -> None:
         """Revoke ``items`` and wait for them (stuck ones are left running and reported)."""
@@ -260,7 +260,7 @@ class Worker:
         for revocation in revocations:
             if self.tasks.get(revocation.item) is revocation.task:
                 del self.tasks[revocation.item]
-        self.changed()
+        self.recheck_settled()
 
     def _sweep(self, session_id: str) -> None:
         """Release owner locks this session may hold without a task (an acquire killed in flight)."""
@@ -285,7 +285,7 @@ class Worker:
         """The session still holds its locks (a graceful stop releases them before it ends)."""
         return self.session.session_id == session_id and self.session.live
 
-    def changed(self) -> None:
+    def recheck_settled(self) -> None:
         """Something changed: recompute ``settled`` soon (once for a burst of changes).
 
         Every item start and every revocation step calls this; recomputing at once would
@@ -342,8 +342,9 @@ class Worker:
         """Block until this node runs exactly what it is assigned **and** that means something:
         it has been assigned at least one item, or the workload is empty. False at ``timeout``.
 
-        Right after ``start()`` nothing is assigned yet and nothing runs, which matched
-        trivially; callers waiting for their first work got True at once with nothing owned.
+        Right after ``start()`` nothing is assigned yet and nothing runs, which matches
+        trivially: without the second condition a caller waiting for its first work would get
+        True at once with nothing owned.
         A member the leader gives no item while others run the whole workload waits out the
         timeout (False): it cannot tell "not considered yet" from "nothing for me".
         """
