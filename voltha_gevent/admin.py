@@ -45,7 +45,7 @@ class InputError(VolthaError):
     """The operator's input is invalid; nothing was written."""
 
 
-# --------------------------------------------------------------------------- entry point
+# Entry point
 
 
 def dispatch(config: Config, args: argparse.Namespace) -> int:
@@ -101,7 +101,7 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-# --------------------------------------------------------------------------- reading the cluster
+# Reading the cluster
 
 
 @dataclass
@@ -179,7 +179,7 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
     return view
 
 
-# --------------------------------------------------------------------------- status
+# Status
 
 
 def cmd_status(api: ConsulAPI, keys: Keys, args: argparse.Namespace) -> int:
@@ -255,7 +255,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
             for row in [header, *rows]]
 
 
-# --------------------------------------------------------------------------- workload
+# Workload
 
 
 def cmd_workload(api: ConsulAPI, keys: Keys, args: argparse.Namespace) -> int:
@@ -335,7 +335,7 @@ def _remove(api: ConsulAPI, keys: Keys, items: list[str]) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- assignments
+# Assignments
 
 
 def cmd_assignments(api: ConsulAPI, keys: Keys, args: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ class AssignmentDiff:
         return not self.grants and not self.revokes
 
 
-# ----------------------------------------------------------------------- placement
+# Placement
 
 
 @dataclass
@@ -327,7 +327,7 @@ def _take_from_richest(state: _State, needy: list[int]) -> None:
                 heapq.heappush(heap, (-load[donor] / state.shares[donor], donor))
 
 
-# ------------------------------------------------------------------------ public API
+# Public API
 
 
 def desired_assignment(

@@ -97,7 +97,7 @@ class Config:
         if _checked:
             self.validate()
 
-    # -- building ----------------------------------------------------------------------
+    # Building
 
     @classmethod
     def load(
@@ -135,7 +135,7 @@ class Config:
             changes[name] = _convert(name, known[name].type, raw)
         return dataclasses.replace(self, **changes, _checked=False)
 
-    # -- validation --------------------------------------------------------------------
+    # Validation
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first bad setting."""
@@ -180,7 +180,7 @@ class Config:
                 "lock_delay/check_ttl", setting="stop_timeout/lock_delay/check_ttl/session_ttl",
             )
 
-    # -- derived -----------------------------------------------------------------------
+    # Derived
 
     def consul_host_port(self) -> tuple[str, int]:
         host, sep, port = self.consul.rpartition(":")

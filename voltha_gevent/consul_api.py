@@ -111,7 +111,7 @@ def client_factory(settings: ClientSettings) -> ClientFactory:
     return lambda timeout: make_client(settings, timeout)
 
 
-# --------------------------------------------------------------------------- errors
+# Errors
 
 
 
@@ -145,7 +145,7 @@ def translate(exc: Exception, *, session_id: str | None = None) -> Exception:
 _TRANSLATED = (ConsulException, NetworkError, ValueError, KeyError, TypeError)
 
 
-# --------------------------------------------------------------------------- the API
+# The API
 
 
 class ConsulAPI:
@@ -214,7 +214,7 @@ class ConsulAPI:
         if not isinstance(leader, str):
             raise NotConsulAgent("/v1/status/leader does not answer a JSON string", address=address)
 
-    # -- reads -------------------------------------------------------------------------
+    # Reads
 
     def get(
         self, key: str, *, index: int = 0, wait: float | None = None, consistent: bool = False
@@ -261,7 +261,7 @@ class ConsulAPI:
             kw["consistency"] = consistency
         return kw
 
-    # -- writes ------------------------------------------------------------------------
+    # Writes
 
     def put(self, key: str, value: bytes | str, *, cas: int | None = None) -> bool:
         """Write ``key``; with ``cas`` only if its ModifyIndex matches (0: only if absent)."""
@@ -311,7 +311,7 @@ class ConsulAPI:
             return []
         return [KVEntry.from_consul(r["KV"]) for r in answer.get("Results") or [] if r.get("KV")]
 
-    # -- sessions ----------------------------------------------------------------------
+    # Sessions
 
     def create_session(
         self,
@@ -351,7 +351,7 @@ class ConsulAPI:
         _, info = self._call(self.client.session.info, session_id)
         return info is not None
 
-    # -- agent health checks -----------------------------------------------------------
+    # Agent health checks
 
     def register_ttl_check(self, service_id: str, name: str, ttl: float) -> str:
         """Register a service with a TTL check that the process keeps passing; its check id."""

@@ -132,7 +132,7 @@ class Coordinator:
         self._transition = gevent.lock.RLock()
         self.started = False
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # Lifecycle
 
     def add_duty(self, duty: SessionDuty) -> None:
         """Register a session-scoped duty; only before :meth:`start`."""
@@ -204,7 +204,7 @@ class Coordinator:
         self._end_session(lost=True)
         self._start_main()
 
-    # -- the session loop --------------------------------------------------------------
+    # The session loop
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -297,7 +297,7 @@ class Coordinator:
         if self.membership is not None:
             self.membership.update(self.record)
 
-    # -- members view ------------------------------------------------------------------
+    # Members view
 
     def _on_members(self, entries: list[KVEntry]) -> None:
         members = parse_members(self.keys, entries, self.member_stats)
@@ -310,7 +310,7 @@ class Coordinator:
         """Live members as last seen (instance id -> record)."""
         return dict(self._members)
 
-    # -- state -------------------------------------------------------------------------
+    # State
 
     @property
     def session_id(self) -> str | None:

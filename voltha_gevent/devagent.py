@@ -81,7 +81,7 @@ class AgentStartupError(RuntimeError):
     """A Consul agent did not come up; the message carries the tail of its log."""
 
 
-# --------------------------------------------------------------------------- binary
+# Binary
 
 
 def _cache_dir() -> Path:
@@ -124,7 +124,7 @@ def _run_installer(script: Path) -> str:
     return path
 
 
-# --------------------------------------------------------------------------- helpers
+# Helpers
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -268,7 +268,7 @@ def leader_of(http_addr: str) -> str:
     return leader if isinstance(leader, str) else ""
 
 
-# --------------------------------------------------------------------------- dev agent
+# Dev agent
 
 
 class DevAgent:

@@ -142,8 +142,6 @@ class Guard:
             _say(f"{why}: SIGTERM to process group {self.pgid}, SIGKILL in {left:.2f}s")
         self._signal(signal.SIGTERM)
 
-    # -- the lease pipe --------------------------------------------------------------------
-
     def _read_lease(self, timeout: float) -> None:
         if self.lease_fd is None:
             time.sleep(timeout)
@@ -172,8 +170,6 @@ class Guard:
         elif words[:1] == ["signal"] and len(words) == 2 and words[1].isdigit() and not self.terminating:
             if int(words[1]) in signal.valid_signals():  # a reload signal; none to a group ending
                 self._signal(int(words[1]))
-
-    # -- the group -------------------------------------------------------------------------
 
     def _reap(self, child: subprocess.Popen[bytes]) -> None:
         """Reap every child that ended (the leader and orphans reparented to us)."""

@@ -72,8 +72,6 @@ class Heartbeats:
         self._greenlets: list[gevent.Greenlet] = []
         self._instance = instance_of(gevent.getcurrent())
 
-    # -- the owner's side (main hub) ----------------------------------------------------
-
     def start(self) -> Heartbeats:
         if not self.threaded:
             api = self.make_api()
@@ -119,8 +117,6 @@ class Heartbeats:
 
     def _loop_turned(self) -> None:
         self.loop_seen = now()
-
-    # -- the beats (in the thread, or in the main hub) ----------------------------------
 
     def _thread_main(self, main_loop: Any) -> None:
         hub = gevent.get_hub()  # this thread's own hub

@@ -68,8 +68,6 @@ class ItemTask:
         self.acquirer = gevent.spawn(self._acquire_and_start)
         self.acquirer.name = f"acquire:{item}"
 
-    # -- taking the lock ---------------------------------------------------------------
-
     def _acquire_and_start(self) -> None:
         worker = self.worker
         failures = 0
@@ -128,8 +126,6 @@ class ItemTask:
         in_call = self.in_call
         acquirer.kill(block=True, timeout=KILL_TIMEOUT)
         return not in_call
-
-    # -- running the handler -----------------------------------------------------------
 
     def _run_handler(self) -> None:
         worker, ownership = self.worker, self.ownership

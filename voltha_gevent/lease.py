@@ -70,7 +70,7 @@ class Lease:
         self._listeners: list[ExpiryListener] = []
         self._timer: object | None = None
 
-    # -- queries (local only) ------------------------------------------------------------
+    # Queries (local only)
 
     def valid(self, generation: int | None = None) -> bool:
         """True while the lease of ``generation`` (default: the current one) has not run out."""
@@ -81,7 +81,7 @@ class Lease:
     def remaining(self) -> float:
         return max(0.0, self.deadline - now()) if self.live else 0.0
 
-    # -- the session keeper's side -------------------------------------------------------
+    # The session keeper's side
 
     def begin(self, generation: int, deadline: float) -> None:
         """A new session is live and trusted until ``deadline``."""
@@ -109,7 +109,7 @@ class Lease:
     def on_expired(self, listener: ExpiryListener) -> None:
         self._listeners.append(listener)
 
-    # -- the guard -----------------------------------------------------------------------
+    # The guard
 
     @property
     def ran_out(self) -> bool:

@@ -134,8 +134,6 @@ class SessionLock:
         self.value = value
         self._changed.set()
 
-    # -- internals ---------------------------------------------------------------------
-
     def _on_entry(self, entry: KVEntry | None) -> None:
         self.entry = entry
         self._changed.set()

@@ -235,7 +235,7 @@ class Node:
             self.http.stop()
             self._http_serving = False
 
-    # -- views -------------------------------------------------------------------------
+    # Views
 
     @property
     def instance_id(self) -> str:

@@ -84,8 +84,6 @@ class OwnerLocks:
         self._pool = gevent.pool.Pool(concurrency)
         self._batcher: gevent.Greenlet | None = None
 
-    # -- the calls ---------------------------------------------------------------------
-
     def acquire(self, item: str, session_id: str) -> Taken | None:
         """Take ``owners/<item>``: the entries, or None while someone else holds it (or lock-delay)."""
         call = self._submit(_Call("acquire", item, session_id))
@@ -115,8 +113,6 @@ class OwnerLocks:
             self._batcher = gevent.spawn(self._run)
             self._batcher.name = "owner-locks"
         return call
-
-    # -- batching ----------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:

@@ -117,8 +117,6 @@ class Revocation:
     def join(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
-    # -- the path ----------------------------------------------------------------------
-
     def run(self) -> None:
         task = self.task
         if task.ownership is not None:

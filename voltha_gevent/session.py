@@ -131,7 +131,7 @@ class SessionKeeper:
     def check_ttl(self) -> float:
         return self.budget.check_ttl
 
-    # -- create ------------------------------------------------------------------------
+    # Create
 
     def create(self) -> str:
         """A new live session (retrying while Consul is unavailable); starts its heartbeats.
@@ -183,7 +183,7 @@ class SessionKeeper:
         self.check_id = self.api.register_ttl_check(self.service_id, self.name, self.check_ttl)
         self._send(self.api, "pass", "")
 
-    # -- liveness ----------------------------------------------------------------------
+    # Liveness
 
     def _start_heartbeats(self, session_id: str) -> None:
         self._main_loop = gevent.get_hub().loop
@@ -264,7 +264,7 @@ class SessionKeeper:
     def _current(self, session_id: str | None) -> bool:
         return session_id is not None and self.session_id == session_id and self.state is SessionState.LIVE
 
-    # -- loss and destroy --------------------------------------------------------------
+    # Loss and destroy
 
     def mark_lost(self, session_id: str | None, reason: str) -> None:
         """Declare ``session_id`` lost (idempotent; ignores stale ids). Never blocks."""

@@ -100,8 +100,6 @@ class ValueUpdates:
         self._updaters: dict[str, gevent.Greenlet] = {}
         self._again: set[str] = set()
 
-    # -- session duty ------------------------------------------------------------------
-
     def session_started(self, session_id: str) -> None:
         watch = self.watch_factory.tree(self.keys.workload, self._on_workload, name="value-updates")
         self._watch = watch.start()
@@ -124,8 +122,6 @@ class ValueUpdates:
 
     def watches(self) -> list[Watch]:
         return [self._watch] if self._watch is not None else []
-
-    # -- changes -----------------------------------------------------------------------
 
     def _on_workload(self, entries: list[KVEntry]) -> None:
         tasks = self.tasks()
@@ -177,8 +173,6 @@ class ValueUpdates:
                 log.error("update-handler-failed", item=task.item, error=repr(exc))
             if task.item not in self._again:
                 return
-
-    # -- revocation --------------------------------------------------------------------
 
     def barrier(self, item: str, timeout: float) -> bool:
         """Revoke barrier: no ``on_updated`` of ``item`` may outlive its owner lock."""

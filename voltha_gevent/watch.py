@@ -114,8 +114,6 @@ class Watch:
         self._greenlet: gevent.Greenlet | None = None
         self._last: Any = _NOTHING
 
-    # -- lifecycle ---------------------------------------------------------------------
-
     def start(self) -> Watch:
         """Start (or start again after :meth:`stop`: the first answer is read afresh and delivered)."""
         if self._greenlet is None:
@@ -146,8 +144,6 @@ class Watch:
     def wait_delivered(self, timeout: float | None = None) -> bool:
         """Block until the first state was delivered."""
         return self.delivered.wait(timeout)
-
-    # -- the loop ----------------------------------------------------------------------
 
     def _run(self) -> None:
         bucket = TokenBucket(REARM_RATE, REARM_BURST)

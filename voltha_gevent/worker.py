@@ -152,7 +152,7 @@ class Worker:
         """``barrier(item, timeout)`` runs after ``on_revoked``, before the lock is released."""
         self.revocations.barriers.append(barrier)
 
-    # -- session duty ------------------------------------------------------------------
+    # Session duty
 
     def session_started(self, session_id: str) -> None:
         self._session_id = session_id
@@ -215,7 +215,7 @@ class Worker:
         self.tasks.clear()
         self.settled.clear()
 
-    # -- assignments -------------------------------------------------------------------
+    # Assignments
 
     def _on_assignments(self, names: list[str]) -> None:
         folder = self.keys.assignments_of(self.instance_id)
@@ -305,7 +305,7 @@ class Worker:
         if not self.revocations.running and self._session_id and set(self.tasks) != self.assigned:
             self._dirty.set()
 
-    # -- inspection --------------------------------------------------------------------
+    # Inspection
 
     def ownership(self, item: str) -> Ownership | None:
         """The item's :class:`Ownership` while this node runs it (local state only)."""

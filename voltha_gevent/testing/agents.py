@@ -44,9 +44,6 @@ from ..devagent import (
 CLUSTER_HCL = "performance { raft_multiplier = 1 }"
 
 
-# --------------------------------------------------------------------------- cluster
-
-
 class _Server:
     """One server of a :class:`Cluster`, with fixed ports so that it can be restarted."""
 

@@ -80,7 +80,7 @@ class ChaosBed:
         self._apis = [ConsulAPI(make_client(ClientSettings(host=h, port=p), CALL_TIMEOUT))
                       for h, p in (self.cluster.host_port(i) for i in range(3))]
 
-    # -- set-up and tear-down ------------------------------------------------------------
+    # Set-up and tear-down
 
     def start(self, timeout: float = 60.0) -> ChaosBed:
         self.cluster.start()
@@ -113,7 +113,7 @@ class ChaosBed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- Consul access -------------------------------------------------------------------
+    # Consul access
 
     def key(self, rest: str) -> str:
         return f"{self.prefix}/{rest}"
@@ -129,7 +129,7 @@ class ChaosBed:
         _, entries = self.api().list(self.key("workload/"), consistent=True)
         return {e.key: (e.value, e.modify_index) for e in entries}
 
-    # -- nodes ---------------------------------------------------------------------------
+    # Nodes
 
     def live_nodes(self) -> list[str]:
         """Nodes that should be members now: running, not frozen, their server up."""
@@ -174,7 +174,7 @@ class ChaosBed:
         self.nodes[name].signal(signal.SIGCONT)
         self.paused_nodes.discard(name)
 
-    # -- servers -------------------------------------------------------------------------
+    # Servers
 
     def raft_leader(self) -> int | None:
         return self.cluster.leader_index()
@@ -221,7 +221,7 @@ class ChaosBed:
         if process is not None and process.proc is not None and process.alive():
             process.proc.send_signal(signum)
 
-    # -- invariants ----------------------------------------------------------------------
+    # Invariants
 
     @staticmethod
     def settle_bound() -> float:
@@ -322,7 +322,7 @@ class ChaosBed:
             parts.append(f"--- {name} (server {self.server_of[name]}) {brief}\n{node.log_tail(lines)}")
         return "\n".join(parts)
 
-    # -- scenarios -----------------------------------------------------------------------
+    # Scenarios
 
     def follower(self, rng: random.Random | None = None) -> str:
         leader = self.leader_node()

@@ -79,7 +79,7 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 _READ_VERBS = frozenset({"get", "get-tree", "check-index", "check-session", "check-not-exists"})
 
 
-# --------------------------------------------------------------------------- clocks
+# Clocks
 
 
 class Clock(Protocol):
@@ -118,7 +118,7 @@ class ManualClock:
             self._listeners.remove(listener)
 
 
-# --------------------------------------------------------------------------- helpers
+# Helpers
 
 
 def parse_duration(text: Any) -> float:
@@ -183,7 +183,7 @@ class RequestCount(int):
         return self.by_endpoint.get(endpoint, 0)
 
 
-# --------------------------------------------------------------------------- state
+# State
 
 
 @dataclasses.dataclass
@@ -296,7 +296,7 @@ class _TxnAbort(Exception):
     """One failed transaction operation; the message is Consul's."""
 
 
-# --------------------------------------------------------------------------- the cluster
+# The cluster
 
 
 class FakeConsul:
@@ -329,7 +329,7 @@ class FakeConsul:
             self._reaper = gevent.spawn(self._reap_loop)
             self._reaper.link_exception(self._reaper_died)
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # Lifecycle
 
     def client(self, node: str = "node1", *, timeout: float | None = None) -> FakeClient:
         """A python-consul2 look-alike talking to this cluster through the agent on ``node``.
@@ -357,7 +357,7 @@ class FakeConsul:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- fault injection -----------------------------------------------------------------
+    # Fault injection
 
     def set_down(self, down: bool) -> None:
         """While down, every client call (blocked ones included) raises ConnectionError."""
@@ -434,7 +434,7 @@ class FakeConsul:
             self._invalidate_by_check(node, SERF_HEALTH, self.clock.now())
         self._notify()
 
-    # -- introspection -------------------------------------------------------------------
+    # Introspection
 
     @property
     def index(self) -> int:
@@ -472,7 +472,7 @@ class FakeConsul:
                 return check.ttl
         return None
 
-    # -- plumbing used by the clients ----------------------------------------------------
+    # Plumbing used by the clients
 
     def _enter(self, endpoint: str) -> None:
         self._counts[endpoint] += 1
@@ -531,7 +531,7 @@ class FakeConsul:
             raise requests.exceptions.ReadTimeout(f"fake consul: read timed out ({timeout}s)")
         return str(idx), data
 
-    # -- KV reads ------------------------------------------------------------------------
+    # KV reads
 
     def _kv_table_index(self) -> int:
         return max(1, self._kv_index)
@@ -569,7 +569,7 @@ class FakeConsul:
                 keys.append(name)
         return self._prefix_index(prefix, entries), keys or None
 
-    # -- KV writes -----------------------------------------------------------------------
+    # KV writes
 
     def _store(self, new: _Entry, idx: int) -> _Entry:
         """Consul's kvsSetTxn: keep CreateIndex, skip identical writes, bump the KV index."""
@@ -638,7 +638,7 @@ class FakeConsul:
             return False
         return True
 
-    # -- transactions --------------------------------------------------------------------
+    # Transactions
 
     def _txn(self, payload: list[dict[str, Any]]) -> dict[str, Any]:
         ops = _decode_txn(payload)
@@ -747,7 +747,7 @@ class FakeConsul:
             )
         return entry
 
-    # -- sessions ------------------------------------------------------------------------
+    # Sessions
 
     def _create_session(
         self,
@@ -835,7 +835,7 @@ class FakeConsul:
             if session.node == node and check_id in session.watched_checks:
                 self._invalidate(sid, at, why=f"check {check_id} critical")
 
-    # -- agent: services and checks ------------------------------------------------------
+    # Agent: services and checks
 
     def _register_service(
         self, node: str, name: str, service_id: str | None, check: dict[str, Any] | None, info: dict[str, Any]
@@ -904,7 +904,7 @@ class FakeConsul:
             check.critical_since = at
             self._invalidate_by_check(check.node, check.check_id, at)
 
-    # -- time ----------------------------------------------------------------------------
+    # Time
 
     def _on_clock(self) -> None:
         self._expire_due()
@@ -956,7 +956,7 @@ class FakeConsul:
         log.error("fake-consul-reaper-died", error=repr(greenlet.exception))
 
 
-# --------------------------------------------------------------------------- parsing
+# Parsing
 
 
 def _parse_index(index: Any) -> int:
@@ -1035,7 +1035,7 @@ def _txn_conflict(errors: list[dict[str, Any]], read_only: bool) -> ClientError:
     return ClientError("409 " + json.dumps(body, indent=4) + "\n")
 
 
-# --------------------------------------------------------------------------- the client
+# The client
 
 
 class FakeClient:

@@ -167,8 +167,6 @@ class LedgerWork:
         """Take ownerships from ``node`` (``Node.ownership``, or the health shim)."""
         self.ownership_of = ownership_source(node)
 
-    # -- the handler -----------------------------------------------------------------------
-
     def on_assigned(self, item: str, value: bytes | None) -> None:
         run = _Run(next(self._runs))
         ownership = _current_ownership() or (self.ownership_of(item) if self.ownership_of else None)
@@ -201,8 +199,6 @@ class LedgerWork:
             run.stop.set()
         for run in runs:
             run.done.wait(STOP_WAIT)
-
-    # -- the work --------------------------------------------------------------------------
 
     def _work(self, run: _Run, item: str, ownership: OwnershipLike, token: int) -> None:
         if not self._effect(run, item, "start", ownership, token):
@@ -245,9 +241,6 @@ class LedgerWork:
         except ValueError:
             log.warning("ledger-control-invalid", path=str(self.control_path), content=text[:40])
             return self.revoke_delay
-
-
-# -- the loop-blocking fault -------------------------------------------------------------------
 
 
 def block_loop(seconds: float) -> None:

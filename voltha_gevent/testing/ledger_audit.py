@@ -155,7 +155,7 @@ class LedgerIndex:
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, bytes] = {}
 
-    # -- reading ---------------------------------------------------------------------------
+    # Reading
 
     def feed(self, paths: Iterable[str | Path]) -> None:
         """Read what was appended to each file since the last call (whole lines only)."""
@@ -214,7 +214,7 @@ class LedgerIndex:
             owner_run.ended, owner_run.ended_at = event, t
             self.last_change = max(self.last_change, t)
 
-    # -- questions for a running bed -------------------------------------------------------
+    # Questions for a running bed
 
     def live_runs(self, now: float, window: float) -> dict[str, list[OwnerRun]]:
         """Per item, the runs that have not ended and acted within ``window`` before ``now``."""
@@ -227,7 +227,7 @@ class LedgerIndex:
         return sorted(self._offsets)
 
 
-# -- the audit ---------------------------------------------------------------------------------
+# The audit
 
 
 def audit_index(index: LedgerIndex) -> LedgerAudit:
@@ -275,7 +275,7 @@ def _token_regressions(item: str, ordered: list[OwnerRun]) -> list[TokenRegressi
     return found
 
 
-# -- recovery ----------------------------------------------------------------------------------
+# Recovery
 
 
 def recovery_seconds(index: LedgerIndex, t0: float, t1: float, *, items: Iterable[str] | None = None,

@@ -101,7 +101,7 @@ class PartitionBed(PartitionFaults):
         self.frozen: set[str] = set()  # hosts whose node is SIGSTOPped or blocked
         self.down: set[str] = set()  # hosts whose node is stopped on purpose
 
-    # -- set-up and tear-down ------------------------------------------------------------
+    # Set-up and tear-down
 
     def start(self) -> PartitionBed:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ class PartitionBed(PartitionFaults):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- Consul, read from a reachable server ----------------------------------------------
+    # Consul, read from a reachable server
 
     def consul(self, method: str, path: str, body: bytes | None = None) -> Any:
         """One call to the first server that answers; raises OSError when none does."""
@@ -217,7 +217,7 @@ class PartitionBed(PartitionFaults):
         except OSError:
             return None
 
-    # -- the ledger's view -------------------------------------------------------------------
+    # The ledger's view
 
     def ledger_files(self) -> list[Path]:
         return sorted({n.ledger_file for n in [*self.nodes.values(), *self.retired]})
@@ -256,7 +256,7 @@ class PartitionBed(PartitionFaults):
         live = self.index.live_runs(time.monotonic(), LIVE_WINDOW)
         return {item for item, runs in live.items() if any(r.instance == self.instance(host) for r in runs)}
 
-    # -- running a fault ---------------------------------------------------------------------
+    # Running a fault
 
     def run_fault(self, fault: str, target: str, inject: Callable[[], None], heal: Callable[[], None],
                   hold: float, *, watch: str | None = None, settle: float = SETTLE_TIMEOUT) -> FaultRun:
@@ -350,7 +350,7 @@ class PartitionBed(PartitionFaults):
         self.retired.append(old)
         self.nodes[host] = self._new_node(host).start()
 
-    # -- helpers -----------------------------------------------------------------------------
+    # Helpers
 
     def _wait(self, predicate: Callable[[], Any], timeout: float, failure: str | None) -> bool:
         deadline = time.monotonic() + timeout

@@ -98,9 +98,6 @@ def qdisc_available(kind: str, args: Sequence[str]) -> str | None:
         run(["ip", "link", "delete", name], check=False)
 
 
-# -- subnet choice -----------------------------------------------------------------------------
-
-
 def _networks_in_use() -> list[ipaddress.IPv4Network]:
     """Every IPv4 prefix on an interface or in any routing table of the root namespace."""
     used = []
@@ -162,9 +159,6 @@ def _allocation_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# -- the fabric --------------------------------------------------------------------------------
-
-
 class Fabric:
     """A bridge and one namespace per member; see the module docstring."""
 
@@ -179,8 +173,6 @@ class Fabric:
         self.namespaces: list[str] = []
         self.links: list[str] = []
         self._blackholes: dict[str, set[str]] = {}
-
-    # -- building ----------------------------------------------------------------------
 
     def create(self, members: Sequence[str], first_host: int = 10) -> Fabric:
         """The bridge, then a namespace per member with address ``.first_host + i``."""
@@ -226,8 +218,6 @@ class Fabric:
         """``argv`` run inside ``member``'s namespace (``ip netns exec`` execs, so the pid is argv's)."""
         return ["ip", "netns", "exec", self.namespace(member), *argv]
 
-    # -- faults ------------------------------------------------------------------------
-
     def isolate(self, member: str) -> None:
         run(["ip", "link", "set", self.outer_link(member), "down"])
 
@@ -267,8 +257,6 @@ class Fabric:
     def _check_member_address(self, address: str) -> None:
         if address not in self.addresses.values():
             raise ValueError(f"{address} is not a member of this fabric")
-
-    # -- tear-down ---------------------------------------------------------------------
 
     def destroy(self) -> None:
         """Delete every namespace and link this fabric created; idempotent."""
