@@ -44,6 +44,7 @@ import gevent
 import gevent.pool
 
 from bench._analysis import Phase, Tenures, item_names, phase
+from bench._common import cpu_seconds
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, DevAgent, free_port
 from voltha_gevent.testing.processes import NodeProcess
 
@@ -454,8 +455,27 @@ class Costs:
 
     rss_peak: dict[int, float] = field(default_factory=dict)  # pid -> MiB
     service_rss_peak: float = 0.0
+    #: CPU seconds (utime + stime) per pid when the phase began (absent: started during it)
+    cpu_start: dict[int, float] = field(default_factory=dict)
+    cpu_last: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def starting_now(cls, pids: Sequence[int]) -> Costs:
+        """Costs of a phase that begins now, with ``pids`` (and the service) already running."""
+        costs = cls()
+        for pid in pids:
+            seconds = _cpu(pid)
+            if seconds is not None:
+                costs.cpu_start[pid] = seconds
+        return costs
 
     def sample(self, pids: Sequence[int], service_pid: int | None) -> None:
+        for pid in [*pids, *([service_pid] if service_pid else [])]:
+            seconds = _cpu(pid)
+            if seconds is not None:
+                self.cpu_last[pid] = seconds
+                if pid == service_pid:
+                    self.cpu_start.setdefault(pid, seconds)  # the service ran before the phase
         for pid in pids:
             rss = rss_mib(pid)
             if rss is not None and rss > self.rss_peak.get(pid, 0.0):
@@ -463,6 +483,17 @@ class Costs:
         service = rss_mib(service_pid)
         if service is not None:
             self.service_rss_peak = max(self.service_rss_peak, service)
+
+    def cpu_seconds(self, pid: int) -> float:
+        """CPU ``pid`` spent in the phase (as last sampled)."""
+        return max(0.0, self.cpu_last.get(pid, 0.0) - self.cpu_start.get(pid, 0.0))
+
+
+def _cpu(pid: int) -> float | None:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Trial:
@@ -588,7 +619,12 @@ class Trial:
         leader = self.leader()
         leader_pid = self.members[leader].pid if leader else None
         workers = [v for pid, v in costs.rss_peak.items() if pid != leader_pid]
+        service_pid = self.system.service_pid
+        node_pids = [pid for pid in costs.cpu_last if pid != service_pid]
         result.extra.update({
+            "nodes_cpu_s": sum(costs.cpu_seconds(pid) for pid in node_pids) or None,
+            "leader_cpu_s": costs.cpu_seconds(leader_pid) if leader_pid in costs.cpu_last else None,
+            "service_cpu_s": costs.cpu_seconds(service_pid) if service_pid in costs.cpu_last else None,
             "requests": served["total"] if served else None,
             "requests_top": served["top"] if served else None,
             "session_losses": (losses1 - losses0) if losses0 is not None and losses1 is not None else None,
@@ -638,7 +674,7 @@ class Trial:
 
     def _event(self, event: str, previous: str | None) -> tuple[Phase, str]:
         self.scrape()
-        costs = Costs()
+        costs = Costs.starting_now([m.pid for m in self.members.values() if m.pid is not None and m.alive()])
         requests0, losses0 = self.system.requests(), self.session_losses()
         self.tenures.feed(self.ledgers())
         before = self.tenures.snapshot()

@@ -36,7 +36,8 @@ FULL = ((10_000, 3, Limits(cold=180, event=90, poll=0.25)),
 QUICK = ((2_000, 3, Limits(cold=60, event=45, poll=0.2)),)
 PHASES = ("cold", "leave", "join", "crash")
 HEADERS = ("size", "phase", "until owned (s)", "moved/opt", "interrupted", "Consul req/item",
-           "session losses", "leader RSS MiB", "worker RSS MiB", "Consul RSS MiB")
+           "session losses", "leader RSS MiB", "worker RSS MiB", "Consul RSS MiB",
+           "CPU s: nodes / leader / Consul")
 
 
 def run(quick: bool, only: str | None = None) -> dict:
@@ -75,7 +76,7 @@ def table_rows(outcome: dict[str, Any], limits: Limits) -> list[tuple]:
         if p is None:
             continue
         if p.get("skipped"):
-            rows.append((size, name, "not run", "", "", "", "", "", "", ""))
+            rows.append((size, name, "not run", "", "", "", "", "", "", "", ""))
             continue
         limit = limits.cold if name == "cold" else limits.event
         until = p["seconds"] if p["converged"] else f"none in {limit:.0f} s ({p['owned']:,} owned once)"
@@ -84,7 +85,8 @@ def table_rows(outcome: dict[str, Any], limits: Limits) -> list[tuple]:
                      "" if name == "cold" else _ratio(p["moved"], p["optimum"]),
                      "" if name == "cold" else p["interrupted"],
                      _per(p["requests"], per), _value(p["session_losses"]),
-                     _value(p["leader_rss_mib"]), _value(p["worker_rss_mib"]), _value(p["service_rss_mib"])))
+                     _value(p["leader_rss_mib"]), _value(p["worker_rss_mib"]), _value(p["service_rss_mib"]),
+                     _cpu(p)))
     return rows
 
 
@@ -104,6 +106,12 @@ def _kinds(top: dict[str, Any] | None) -> str:
     if not top:
         return "n/a"
     return ", ".join(f"{kind} {count:,} ({seconds:.1f} s)" for kind, (count, seconds) in top.items())
+
+
+def _cpu(p: dict[str, Any]) -> str:
+    """CPU seconds the phase cost the node processes, the leader among them, and the agent."""
+    parts = [p.get("nodes_cpu_s"), p.get("leader_cpu_s"), p.get("service_cpu_s")]
+    return " / ".join("n/a" if v is None else f"{v:.1f}" for v in parts)
 
 
 def _ratio(moved: int, optimum: int) -> str:
