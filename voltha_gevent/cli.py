@@ -345,10 +345,11 @@ def _maybe_embedded_consul(config: Config, mode: str) -> Any:
 def _check_consul(config: Config) -> None:
     """Stop with :class:`NotConsulAgent` (exit 1) when the configured address answers HTTP but
     is not Consul; an unreachable Consul is left to the node, which retries until it is up."""
+    from .client_settings import ADMIN_CALL_TIMEOUT
     from .consul_api import ConsulAPI, make_client
     from .errors import ConsulUnavailable
 
-    api = ConsulAPI(make_client(config.client_settings(), timeout=5.0))
+    api = ConsulAPI(make_client(config.client_settings(), timeout=ADMIN_CALL_TIMEOUT))
     try:
         api.check_agent(config.consul)
     except ConsulUnavailable:

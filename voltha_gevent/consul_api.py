@@ -51,10 +51,7 @@ from .errors import (
     PermissionDenied,
     SessionInvalid,
 )
-
-# TXN_MAX_OPS, KVEntry, TxnOp and chunked are re-exported (see __all__) for leader.py only,
-# until it imports them from their own modules (txn, entries) like everything else.
-from .txn import TXN_MAX_OPS, TxnOp, chunked
+from .txn import TXN_MAX_OPS, TxnOp
 
 log = structlog.get_logger(__name__)
 
@@ -380,9 +377,4 @@ __all__ = [
     "client_factory",
     "make_client",
     "translate",
-    # re-exported until leader.py imports them from txn and entries
-    "TXN_MAX_OPS",
-    "KVEntry",
-    "TxnOp",
-    "chunked",
 ]

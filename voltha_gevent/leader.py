@@ -35,7 +35,8 @@ import gevent.pool
 import structlog
 
 from .assignment import AssignmentPolicy
-from .consul_api import TXN_MAX_OPS, ConsulAPI, KVEntry, TxnOp, chunked
+from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
 from .keys import Keys, child_name, split_assignment
 from .leader_state import LeaderContext, LeaderState, LeaderStats, View
@@ -43,8 +44,9 @@ from .membership import MemberParseStats, parse_members
 from .owner_locks import read_holders
 from .placement_watch import PlacementWatch
 from .published import PublishedAssignments
-from .supervision import supervise
-from .watch import Watch, WatchKind
+from .supervision import LOOP_KILL_TIMEOUT, supervise
+from .txn import TXN_MAX_OPS, TxnOp, chunked
+from .watch import WatchFactory
 
 log = structlog.get_logger(__name__)
 
@@ -82,18 +84,16 @@ class Leader:
         self._owners_changed = gevent.event.Event()
         self._stop = gevent.event.Event()
         self._group = gevent.pool.Group()
-        wait = settings.watch_wait
-        watch_api = context.watch_api
+        watches = WatchFactory(context.watch_api, settings.watch_wait)
         self._owners_poll: gevent.Greenlet | None = None  # while items move: see _owners_needed()
         self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
-        self.assignments_watch = Watch(watch_api, self.keys.assignments, self._on_assignments,
-                                       kind=WatchKind.KEYS, wait=wait, name="leader-assignments")
-        self.placement = PlacementWatch(watch_api, self.keys, wait=wait, on_change=self._dirty.set)
+        self.assignments_watch = watches.keys(self.keys.assignments, self._on_assignments,
+                                              name="leader-assignments")
+        self.placement = PlacementWatch(context.watch_api, self.keys, wait=settings.watch_wait,
+                                        on_change=self._dirty.set)
         self.watches = [
-            Watch(watch_api, self.keys.members, self._on_members, kind=WatchKind.TREE, wait=wait,
-                  name="leader-members"),
-            Watch(watch_api, self.keys.workload, self._on_workload, kind=WatchKind.KEYS, wait=wait,
-                  separator="/", name="leader-workload"),
+            watches.tree(self.keys.members, self._on_members, name="leader-members"),
+            watches.keys(self.keys.workload, self._on_workload, separator="/", name="leader-workload"),
             self.assignments_watch,
             *self.placement.watches,
         ]
@@ -116,7 +116,7 @@ class Leader:
         self._stop.set()
         for watch in self.watches:
             watch.stop()
-        self._group.kill(block=gevent.getcurrent() not in self._group, timeout=2.0)
+        self._group.kill(block=gevent.getcurrent() not in self._group, timeout=LOOP_KILL_TIMEOUT)
         log.info("leader-halted", epoch=self.epoch)
 
     @property

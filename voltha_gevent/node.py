@@ -173,7 +173,8 @@ class Node:
         """Items this node runs, is assigned, takes up or still revokes, or (leading) has not
         yet granted to the member it hands them over to."""
         leader = self.coordinator.leader if self.is_leader else None
-        handing = {i for i, m in getattr(leader, "handover_from", {}).items() if m == self.instance_id}
+        moving = leader.handover_from if isinstance(leader, Leader) else {}  # a custom leader: none
+        handing = {i for i, m in moving.items() if m == self.instance_id}
         return self.owned() | self.pending() | self.revoking() | self.worker.assigned | handing
 
     def serve_http(self, bind: str = "127.0.0.1", port: int = 0) -> HttpEndpoint:
