@@ -14,7 +14,7 @@ import structlog
 from ..entries import KVEntry
 from ..errors import ConsulRejected, ConsulUnavailable
 from ..keys import held_owners
-from ..watch import Watch, WatchKind
+from ..watch import WatchFactory
 
 if TYPE_CHECKING:
     from ..consul_api import ConsulAPI
@@ -55,8 +55,8 @@ class OwnersView:
         self.keys = keys
         self._owners: dict[str, str] = {}
         self._changed = gevent.event.Event()
-        self.watch = Watch(watch_api, keys.owners, self._on_change, kind=WatchKind.TREE, wait=wait,
-                           name="dispatcher-owners")
+        watches = WatchFactory(watch_api, wait)
+        self.watch = watches.tree(keys.owners, self._on_change, name="dispatcher-owners")
 
     def start(self) -> None:
         self.watch.start()
