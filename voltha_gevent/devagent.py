@@ -46,10 +46,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import structlog
+
+from .lifecycle import StartStop
 
 log = structlog.get_logger(__name__)
 
@@ -271,7 +272,7 @@ def leader_of(http_addr: str) -> str:
 # Dev agent
 
 
-class DevAgent:
+class DevAgent(StartStop):
     """``consul agent -dev`` on 127.0.0.1 (or another loopback address) on free ports.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``die_with_parent``:
@@ -363,14 +364,6 @@ class DevAgent:
 
     def alive(self) -> bool:
         return self._process.alive()
-
-    def __enter__(self) -> DevAgent:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 __all__ = [

@@ -37,6 +37,7 @@ from .http import HttpEndpoint
 from .leader import Leader
 from .leader_state import LeaderContext
 from .lease import Lease, Ownership
+from .lifecycle import StartStop
 from .membership import MemberRecord
 from .metrics import LeaderFigures, NodeMetricsView
 from .revocation import RevokeBarrier
@@ -69,7 +70,7 @@ def _ignore_revoked(item: str) -> None:
     """Default handler: nothing to stop."""
 
 
-class Node:
+class Node(StartStop):
     """A member of the cluster: session, membership, election, leader duties and work."""
 
     def __init__(
@@ -380,9 +381,3 @@ class Node:
         watches = list(self.coordinator.watches())
         watches.extend(self.worker.watches())
         return {w.name: w.stats for w in watches}
-
-    def __enter__(self) -> Node:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -106,7 +106,8 @@ def test_one_leader_and_induced_faults_fire_their_alerts(bed: Bed) -> None:
     leader = bed.name_of(_one_leader(bed) or "")
     status = bed.nodes[leader].status()
     assert status is not None and status["is_leader"], "Prometheus and /status disagree on the leader"
-    assert bed.value("voltha:leaders:count") == 1
+    # the recording rule follows the scrape by up to one evaluation interval
+    assert wait_for(lambda: bed.value("voltha:leaders:count") == 1, 10, step=0.5), bed.explain()
     assert wait_for(lambda: bed.value("voltha:items_owned:sum") == ITEMS
                     and bed.value("voltha:items_unowned:count") == 0 and not bed.active("VolthaItemsUnowned"),
                     30, step=0.5), bed.explain()

@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from ..devagent import (
     CONSUL_ENV_VARS,
@@ -39,6 +38,7 @@ from ..devagent import (
     leader_of,
     log_tail,
 )
+from ..lifecycle import StartStop
 
 #: The cluster's Raft tuning: dev-style timings so that elections take about a second.
 CLUSTER_HCL = "performance { raft_multiplier = 1 }"
@@ -95,7 +95,7 @@ class _Server:
         return self.process is not None and self.process.alive()
 
 
-class Cluster:
+class Cluster(StartStop):
     """``n`` Consul servers on 127.0.0.1 .. 127.0.0.n that bootstrap a Raft cluster together.
 
     ``http_addrs[i]`` is server ``i``'s HTTP API. :meth:`kill` and :meth:`restart` take a
@@ -186,14 +186,6 @@ class Cluster:
             if server.process is not None:
                 server.process.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Cluster:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 __all__ = [

@@ -34,6 +34,7 @@ from ..assignment import desired_assignment
 from ..client_settings import ClientSettings
 from ..consul_api import ConsulAPI, make_client
 from ..errors import VolthaError
+from ..lifecycle import StartStop
 from .agents import Cluster, http_get_json
 from .auditor import owners_in_consul, read_reports
 from .chaos_audit import AuditResult, Fault, audit_timeline
@@ -57,7 +58,7 @@ CALL_TIMEOUT = 3.0
 VOTER_TIMEOUT = 60.0
 
 
-class ChaosBed:
+class ChaosBed(StartStop):
     """A 3-server cluster, node processes, a workload, and the invariant checks."""
 
     def __init__(self, workdir: Path, *, nodes: int = 4, items: int = 300, binary: str | None = None,
@@ -106,12 +107,6 @@ class ChaosBed:
         for node in self.nodes.values():
             node.stop()
         self.cluster.stop()
-
-    def __enter__(self) -> ChaosBed:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # Consul access
 

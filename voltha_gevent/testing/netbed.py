@@ -40,6 +40,7 @@ from typing import Any
 
 import structlog
 
+from ..lifecycle import StartStop
 from .agents import AgentStartupError, find_consul_binary
 from .ledger import control_path_for
 from .ledger_audit import LedgerIndex, audit_index, recovery_seconds
@@ -78,7 +79,7 @@ STARTUP_TIMEOUT = 90.0
 SETTLE_TIMEOUT = 60.0
 
 
-class PartitionBed(PartitionFaults):
+class PartitionBed(PartitionFaults, StartStop):
     """Servers, hosts, ledgers and faults; see the module docstring."""
 
     def __init__(self, workdir: Path, *, hosts: int = 3, items: int = 60, tick: float = 0.05,
@@ -142,12 +143,6 @@ class PartitionBed(PartitionFaults):
             agent.signal(signal.SIGCONT)
             agent.process.stop()
         self.fabric.destroy()
-
-    def __enter__(self) -> PartitionBed:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # Consul, read from a reachable server
 

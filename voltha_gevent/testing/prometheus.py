@@ -27,10 +27,10 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ..devagent import REPO_ROOT, AgentProcess, free_port, http_get_json, log_tail
+from ..lifecycle import StartStop
 
 #: How long Prometheus may take to answer /-/ready.
 STARTUP_TIMEOUT = 30.0
@@ -104,7 +104,7 @@ def rules_with_for(source: Path, target: Path, durations: dict[str, str]) -> Pat
     return target
 
 
-class PrometheusServer:
+class PrometheusServer(StartStop):
     """One ``prometheus`` process scraping ``targets`` (``host:port``) as job ``job``."""
 
     def __init__(self, binary: str, workdir: Path, targets: list[str], *,
@@ -189,10 +189,3 @@ class PrometheusServer:
         """Label sets of the firing alerts named ``alertname``."""
         return [a["labels"] for a in self.alerts()
                 if a["labels"].get("alertname") == alertname and a["state"] == "firing"]
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
