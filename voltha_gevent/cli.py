@@ -66,9 +66,7 @@ _SETTING_FLAGS = {
 }
 
 
-# --------------------------------------------------------------------------- parsing
-
-
+# Parsing
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voltha-gevent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="TOML file of settings (or VOLTHA_CONFIG)")
@@ -193,9 +191,7 @@ def load_config(args: argparse.Namespace) -> Config:
     return Config.load(flags=flags, config_file=args.config)
 
 
-# --------------------------------------------------------------------------- main
-
-
+# Main
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

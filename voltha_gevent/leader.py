@@ -100,8 +100,7 @@ class Leader:
         self.published = PublishedAssignments(self.keys)
         self._quiet_since: float | None = context.members_changed_at or None
 
-    # -- lifecycle ---------------------------------------------------------------------
-
+    # Lifecycle
     def start(self) -> None:
         log.info("leader-starting", epoch=self.epoch)
         for watch in self.watches:
@@ -109,14 +108,16 @@ class Leader:
         supervise(self._group.spawn(self._run), "leader", on_crash=self._crashed)
 
     def stop(self) -> None:
-        """Halt at once; idempotent. Called by the election when the lock is lost."""
+        """Halt at once; idempotent. The election calls it when the lock is lost, and the
+        leader itself when Consul rejects a fenced write (the election then finishes the job)."""
         if self.state is LeaderState.HALTED:
             return
         self.state = LeaderState.HALTED
         self._stop.set()
         for watch in self.watches:
             watch.stop()
-        self._group.kill(block=gevent.getcurrent() not in self._group, timeout=LOOP_KILL_TIMEOUT)
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self._group if g is not current], block=True, timeout=LOOP_KILL_TIMEOUT)
         log.info("leader-halted", epoch=self.epoch)
 
     @property
@@ -127,8 +128,7 @@ class Leader:
         """Supervision: give up the session (and with it the leader key) for a clean restart."""
         self.context.give_up(f"leader crashed ({error!r}); giving up its locks")
 
-    # -- watch callbacks ---------------------------------------------------------------
-
+    # Watch callbacks
     def _on_members(self, entries: list[KVEntry]) -> None:
         self.stale_members = [e for e in entries if e.session is None
                               and child_name(self.keys.members, e.key) is not None]
@@ -166,8 +166,7 @@ class Leader:
         self.stats.skipped_entries += 1
         log.warning("entry-skipped", key=key, reason=why)
 
-    # -- main loop ---------------------------------------------------------------------
-
+    # Main loop
     def _run(self) -> None:
         for watch in self.watches:
             while not watch.wait_delivered(1.0):
@@ -183,14 +182,7 @@ class Leader:
                             timeout=self._next_handover_deadline())
         except (NotLeader, Stopped) as exc:
             log.warning("leader-fenced", epoch=self.epoch, reason=str(exc))
-            self._halt_from_inside()
-
-    def _halt_from_inside(self) -> None:
-        """Stop acting; the election notices the lost lock and finishes the job."""
-        self.state = LeaderState.HALTED
-        self._stop.set()
-        for watch in self.watches:
-            watch.stop()
+            self.stop()
 
     def _soak(self) -> bool:
         """Wait until members and workload were quiet for ``soak`` (capped); False if no change."""
@@ -213,8 +205,7 @@ class Leader:
                 return True
         return False
 
-    # -- reassignment ------------------------------------------------------------------
-
+    # Reassignment
     def _reassign(self) -> None:
         self.state = LeaderState.REASSIGNING
         started = time.monotonic()
@@ -364,8 +355,7 @@ class Leader:
         oldest = min(self.pending_since.values())
         return max(0.05, oldest + self.handover_timeout - time.monotonic())
 
-    # -- fenced writes -----------------------------------------------------------------
-
+    # Fenced writes
     def _write(self, ops: list[TxnOp]) -> None:
         """Apply ``ops`` in fenced transactions of <= 64 operations, a few in flight."""
         if not ops:

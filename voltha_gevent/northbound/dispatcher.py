@@ -104,8 +104,7 @@ class RequestDispatcher:
         self._stopped = True
         self._barrier_added = False
 
-    # -- lifecycle ---------------------------------------------------------------------
-
+    # Lifecycle
     def start(self) -> RequestDispatcher:
         """Start the owners view and the worker pool; idempotent.
 
@@ -146,8 +145,7 @@ class RequestDispatcher:
     def queue_depth(self) -> int:
         return self.pool.depth
 
-    # -- submitting --------------------------------------------------------------------
-
+    # Submitting
     def submit_async(self, item: str | None, payload: Any = None) -> PendingRequest:
         """Queue a request; its handle (an ``AsyncResult`` with ``cancel()``).
 
@@ -180,8 +178,7 @@ class RequestDispatcher:
         """:meth:`submit` to :data:`ALL`: ``{"results": {...}, "errors": {...}}``."""
         return dict(self.submit(ALL, payload, timeout=timeout))
 
-    # -- serving -----------------------------------------------------------------------
-
+    # Serving
     def route(self, item: str | None, payload: Any) -> Any:
         """Serve one request in the calling greenlet (no queue, no cancellation)."""
         return self._route(PendingRequest(item, payload))
@@ -200,8 +197,7 @@ class RequestDispatcher:
             raise Stopped("dispatcher is not running")
         return forward(member, envelope, self.forward_timeout)
 
-    # -- revocation --------------------------------------------------------------------
-
+    # Revocation
     def quiesce(self, item: str, timeout: float) -> bool:
         """Stop serving ``item`` here and wait for its requests in flight; True when none runs.
 
@@ -218,8 +214,7 @@ class RequestDispatcher:
         """End a quiesce of ``item`` by hand; not needed after a revocation (see :meth:`quiesce`)."""
         self.local.resume(item)
 
-    # -- the receiving side ------------------------------------------------------------
-
+    # The receiving side
     def serve_forwarded(self, envelope: dict[str, Any], sender: str = "") -> Any:
         """Serve a request a peer forwarded: here or not at all (raises :class:`NotOwner`)."""
         return self.inbound.serve(envelope)
@@ -233,8 +228,7 @@ class RequestDispatcher:
         """
         return self.inbound.linger(quiet, timeout)
 
-    # -- HTTP routes -------------------------------------------------------------------
-
+    # HTTP routes
     def mount(self, endpoint: HttpEndpoint, *, client_route: str | None = "/request") -> None:
         """Mount ``/dispatch`` (peers) and, unless None, ``client_route`` (clients) on ``endpoint``."""
         endpoint.route("/dispatch", self.dispatch_route)
