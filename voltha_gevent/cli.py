@@ -67,6 +67,8 @@ _SETTING_FLAGS = {
 
 
 # Parsing
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voltha-gevent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="TOML file of settings (or VOLTHA_CONFIG)")
@@ -192,6 +194,8 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 # Main
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -252,6 +252,7 @@ class ExecWork:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     # The handler
+
     def on_assigned(self, item: str, value: bytes | None) -> None:
         """Run the command for ``item`` until revoked, restarting it with backoff when it exits."""
         ownership = current_ownership()
@@ -323,6 +324,7 @@ class ExecWork:
         return children
 
     # One child
+
     def _start(self, item: str, ownership: Ownership, value: bytes | None) -> _Child:
         """Register a child (so a revocation from now on sees it), then start it outside the
         work greenlet: the fence must never kill what supervises a running process."""

@@ -101,6 +101,7 @@ class Leader:
         self._quiet_since: float | None = context.members_changed_at or None
 
     # Lifecycle
+
     def start(self) -> None:
         log.info("leader-starting", epoch=self.epoch)
         for watch in self.watches:
@@ -129,6 +130,7 @@ class Leader:
         self.context.give_up(f"leader crashed ({error!r}); giving up its locks")
 
     # Watch callbacks
+
     def _on_members(self, entries: list[KVEntry]) -> None:
         self.stale_members = [e for e in entries if e.session is None
                               and child_name(self.keys.members, e.key) is not None]
@@ -167,6 +169,7 @@ class Leader:
         log.warning("entry-skipped", key=key, reason=why)
 
     # Main loop
+
     def _run(self) -> None:
         for watch in self.watches:
             while not watch.wait_delivered(1.0):
@@ -206,6 +209,7 @@ class Leader:
         return False
 
     # Reassignment
+
     def _reassign(self) -> None:
         self.state = LeaderState.REASSIGNING
         started = time.monotonic()
@@ -356,6 +360,7 @@ class Leader:
         return max(0.05, oldest + self.handover_timeout - time.monotonic())
 
     # Fenced writes
+
     def _write(self, ops: list[TxnOp]) -> None:
         """Apply ``ops`` in fenced transactions of <= 64 operations, a few in flight."""
         if not ops:

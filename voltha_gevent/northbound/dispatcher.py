@@ -105,6 +105,7 @@ class RequestDispatcher:
         self._barrier_added = False
 
     # Lifecycle
+
     def start(self) -> RequestDispatcher:
         """Start the owners view and the worker pool; idempotent.
 
@@ -146,6 +147,7 @@ class RequestDispatcher:
         return self.pool.depth
 
     # Submitting
+
     def submit_async(self, item: str | None, payload: Any = None) -> PendingRequest:
         """Queue a request; its handle (an ``AsyncResult`` with ``cancel()``).
 
@@ -179,6 +181,7 @@ class RequestDispatcher:
         return dict(self.submit(ALL, payload, timeout=timeout))
 
     # Serving
+
     def route(self, item: str | None, payload: Any) -> Any:
         """Serve one request in the calling greenlet (no queue, no cancellation)."""
         return self._route(PendingRequest(item, payload))
@@ -198,6 +201,7 @@ class RequestDispatcher:
         return forward(member, envelope, self.forward_timeout)
 
     # Revocation
+
     def quiesce(self, item: str, timeout: float) -> bool:
         """Stop serving ``item`` here and wait for its requests in flight; True when none runs.
 
@@ -215,6 +219,7 @@ class RequestDispatcher:
         self.local.resume(item)
 
     # The receiving side
+
     def serve_forwarded(self, envelope: dict[str, Any], sender: str = "") -> Any:
         """Serve a request a peer forwarded: here or not at all (raises :class:`NotOwner`)."""
         return self.inbound.serve(envelope)
@@ -229,6 +234,7 @@ class RequestDispatcher:
         return self.inbound.linger(quiet, timeout)
 
     # HTTP routes
+
     def mount(self, endpoint: HttpEndpoint, *, client_route: str | None = "/request") -> None:
         """Mount ``/dispatch`` (peers) and, unless None, ``client_route`` (clients) on ``endpoint``."""
         endpoint.route("/dispatch", self.dispatch_route)
