@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from voltha_gevent import admin
-from voltha_gevent.cli import build_parser
+from voltha_gevent.cli_parser import build_parser
 from voltha_gevent.config import Config
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.keys import Keys
