@@ -19,19 +19,7 @@ from voltha_gevent.errors import (
     SessionInvalid,
     TransactionFailed,
 )
-from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.txn import TxnOp
-
-
-@pytest.fixture
-def live_fake():
-    with FakeConsul() as fake:
-        yield fake
-
-
-@pytest.fixture
-def api(live_fake):
-    return ConsulAPI(live_fake.client())
 
 
 def test_translate_maps_client_errors_to_project_errors():

@@ -7,21 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.errors import ConsulUnavailable, Stopped
 from voltha_gevent.retrying import Backoff, Retrying
-from voltha_gevent.testing.fake_consul import FakeConsul
-
-
-@pytest.fixture
-def live_fake():
-    with FakeConsul() as fake:
-        yield fake
-
-
-@pytest.fixture
-def api(live_fake):
-    return ConsulAPI(live_fake.client())
 
 
 def test_retrying_backs_off_then_succeeds_and_stops_on_request(live_fake, api):

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-import gevent
-
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.keys import Keys
 from voltha_gevent.leader import Leader
@@ -23,6 +21,7 @@ from voltha_gevent.metrics import LeaderFigures, NodeMetricsView, render
 from voltha_gevent.retrying import Retrying, RetryStats
 from voltha_gevent.revocation import RevocationStats
 from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.testing.nodes import wait_until
 from voltha_gevent.watch import WatchStats
 from voltha_gevent.worker import CallbackHandler, Worker, WorkerSettings, WorkerStats
 
@@ -46,15 +45,6 @@ class StandInSession:
         self.lost.append(reason)
 
 
-def wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = now() + timeout
-    while now() < deadline:
-        if condition():
-            return True
-        gevent.sleep(0.02)
-    return condition()
-
-
 def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
     fake = FakeConsul()
     client = fake.client()
@@ -72,11 +62,11 @@ def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
         api.put(KEYS.assignment("w1", item), json.dumps({"epoch": 1}))
     worker.session_started(session_id)
     try:
-        assert wait_for(lambda: worker.owned() == {"a", "b"})
+        assert wait_until(lambda: worker.owned() == {"a", "b"})
         assert sorted(started) == ["a", "b"]
         assert worker.ownership("a").value == b"value-a"
         api.delete(KEYS.assignment("w1", "b"))
-        assert wait_for(lambda: worker.owned() == {"a"} and stopped == ["b"])
+        assert wait_until(lambda: worker.owned() == {"a"} and stopped == ["b"])
         _, lock = api.get(KEYS.owner("b"))
         assert lock is not None and lock.session is None  # released after on_revoked
     finally:
@@ -108,7 +98,7 @@ def test_a_leader_assigns_the_workload_without_a_coordinator() -> None:
             _, names = api.keys(KEYS.assignments)
             return {name.rsplit("/", 1)[1]: name.split("/")[-2] for name in names}
 
-        assert wait_for(lambda: set(assigned()) == items)
+        assert wait_until(lambda: set(assigned()) == items)
         assert set(assigned().values()) == {"m1", "m2"}
         assert leader.stats.reassignments >= 1
     finally:

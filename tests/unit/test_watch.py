@@ -6,29 +6,10 @@ Layer: unit (one Watch on the mocked Consul, no node).
 from __future__ import annotations
 
 import gevent
-import pytest
 
 from voltha_gevent.consul_api import ConsulAPI
-from voltha_gevent.testing.fake_consul import FakeConsul
+from voltha_gevent.testing.nodes import wait_until
 from voltha_gevent.watch import Watch, WatchFactory, WatchKind
-
-
-@pytest.fixture
-def live_fake():
-    with FakeConsul() as fake:
-        yield fake
-
-
-@pytest.fixture
-def api(live_fake):
-    return ConsulAPI(live_fake.client())
-
-
-def wait_until(predicate, timeout=5.0):
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.01)
-    return predicate()
 
 
 def test_watch_delivers_only_real_changes(live_fake, api):

@@ -34,6 +34,17 @@ FAST_SETTINGS = {
 }
 
 
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` from a greenlet (the fake's greenlets run meanwhile) until true or
+    ``timeout``; tests only: the library never polls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(step)
+    return predicate()
+
 class FakeCluster:
     """Nodes sharing one mocked Consul and one ownership ledger."""
 
@@ -101,12 +112,7 @@ class FakeCluster:
         return set(owned) == items and self.ledger.owners() == owned
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            gevent.sleep(step)
-        return predicate()
+        return wait_until(predicate, timeout, step)
 
     def add_items(self, *names: str, value: str = "") -> None:
         client = self.fake.client()
