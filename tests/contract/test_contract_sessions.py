@@ -8,40 +8,17 @@ only; here the only real-time waits are blocking queries of 1-2 s, and one ``slo
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-import gevent
 import pytest
 
 from voltha_gevent.consul_api import ConsulException, NotFound
-from voltha_gevent.testing.fake_consul import FakeClient
+from voltha_gevent.testing.beside import later, timed
 
 #: Slack for timing assertions on a busy test machine.
 SLACK = 0.75
 
-
-def later(client: Any, delay: float, fn: Callable[[], Any]) -> Callable[[], None]:
-    """Run ``fn`` after ``delay`` s beside a blocking call; returns a join function.
-
-    The fake blocks on gevent, the real client (requests, not monkey-patched here) on a
-    socket, so the writer is a greenlet for one and a thread for the other.
-    """
-    if isinstance(client, FakeClient):
-        gevent.get_hub().loop.update_now()  # the loop's cached time may be stale
-        greenlet = gevent.spawn_later(delay, fn)
-        return lambda: greenlet.get(timeout=10)
-    thread = threading.Timer(delay, fn)
-    thread.start()
-    return lambda: thread.join(10)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.monotonic()
-    result = fn()
-    return time.monotonic() - start, result
 
 
 # --------------------------------------------------------------------------- sessions

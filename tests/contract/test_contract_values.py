@@ -6,35 +6,13 @@ changed by its ModifyIndex; the owner-lock transaction reads the value's ModifyI
 from __future__ import annotations
 
 import base64
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
-import gevent
-
-from voltha_gevent.testing.fake_consul import FakeClient
+from voltha_gevent.testing.beside import later, timed
 
 #: Slack for timing assertions on a busy test machine.
 SLACK = 0.75
 
-
-def later(client: Any, delay: float, fn: Callable[[], Any]) -> Callable[[], None]:
-    """Run ``fn`` after ``delay`` s beside a blocking call (a greenlet for the fake, whose
-    blocking is gevent's; a thread for the real client, not monkey-patched here)."""
-    if isinstance(client, FakeClient):
-        gevent.get_hub().loop.update_now()
-        greenlet = gevent.spawn_later(delay, fn)
-        return lambda: greenlet.get(timeout=10)
-    thread = threading.Timer(delay, fn)
-    thread.start()
-    return lambda: thread.join(10)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.monotonic()
-    result = fn()
-    return time.monotonic() - start, result
 
 
 def test_overwrite_wakes_the_recursive_listing_and_only_its_modify_index_moves(
