@@ -46,7 +46,7 @@ import gevent.pool
 from bench._analysis import Phase, Tenures, item_names, phase
 from bench._common import cpu_seconds
 from voltha_gevent.testing.agents import CONSUL_ENV_VARS, DevAgent, free_port
-from voltha_gevent.testing.processes import NodeProcess
+from voltha_gevent.testing.processes import ChildProcess, NodeProcess
 
 REPO = Path(__file__).resolve().parents[1]
 #: Ledger ticks per second across the whole cluster we aim for: ticks are evidence for the
@@ -222,7 +222,7 @@ class LedgerNode(NodeProcess):
         return prometheus_values(text) if text is not None else None
 
 
-class KazooMember:
+class KazooMember(ChildProcess):
     """``python -m bench.peers.kazoo_worker``: kazoo's SetPartitioner with ledger work."""
 
     def __init__(self, instance_id: str, hosts: str, workdir: Path, *, path: str, items: int,
@@ -235,10 +235,6 @@ class KazooMember:
                      "--session-timeout", f"{session_timeout:g}"]
         self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
     def start(self) -> KazooMember:
         if self.alive():
             return self
@@ -247,31 +243,6 @@ class KazooMember:
             self.process = subprocess.Popen(self.argv, cwd=REPO, env=env, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.process is not None
-            os.kill(self.process.pid, signum)
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
 
 
 # -- systems ---------------------------------------------------------------------------------------

@@ -56,7 +56,50 @@ def pool_full_warnings() -> list[str]:
     return found
 
 
-class NodeProcess:
+class ChildProcess:
+    """A process the tests or benches started, in a session of its own; signalled by its pid
+    only (never by name), so nothing else on the machine is touched."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signum)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGCONT (it may be frozen), SIGTERM, wait up to ``grace``, then SIGKILL; the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies without a word."""
+        if self.alive():
+            assert self.process is not None
+            self._killing()
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def _killing(self) -> None:
+        """Called just before a SIGKILL (subclasses record it)."""
+
+
+class NodeProcess(ChildProcess):
     """One node process; ``workdir`` holds its log and report file."""
 
     def __init__(self, instance_id: str, consul: str, workdir: Path, *, prefix: str = "service/voltha",
@@ -98,38 +141,8 @@ class NodeProcess:
         log.close()
         return self
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.process is not None
-            os.kill(self.process.pid, signum)
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``grace``, then SIGKILL; the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.signal(signal.SIGCONT)
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: the node dies without a word; recorded for the auditor."""
-        if self.alive():
-            assert self.process is not None
-            self.kills.append((time.time(), self.instance_id))
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+    def _killing(self) -> None:
+        self.kills.append((time.time(), self.instance_id))  # for the auditor
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, Any]:
         """GET a path of the node's HTTP endpoint: ``(status, parsed JSON or text)``."""
