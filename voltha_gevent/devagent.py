@@ -85,9 +85,36 @@ class AgentStartupError(RuntimeError):
 # Binary
 
 
-def _cache_dir() -> Path:
-    override = os.environ.get("VOLTHA_CACHE_DIR")
-    return (Path(override) if override else REPO_ROOT / ".cache") / "consul"
+def find_installed(command: str, *, env_var: str, companions: tuple[str, ...] = (), install: bool = True,
+                   error: type[Exception] = RuntimeError) -> str:
+    """The path of ``command``: ``$env_var``, ``PATH``, the project cache (with ``companions``
+    beside it), else ``scripts/install-<command>.sh``, which installs it into that cache.
+
+    Raises ``error`` with the reason when there is none.
+    """
+    explicit = os.environ.get(env_var)
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise error(f"{env_var}={explicit} is not an executable file")
+    on_path = shutil.which(command)
+    if on_path:
+        return on_path
+    cache = Path(os.environ.get("VOLTHA_CACHE_DIR") or REPO_ROOT / ".cache") / command / "usr" / "bin"
+    names = (command, *companions)
+    if all(os.path.isfile(cache / name) and os.access(cache / name, os.X_OK) for name in names):
+        return str(cache / command)
+    script = REPO_ROOT / "scripts" / f"install-{command}.sh"
+    if not install or not script.is_file():
+        raise error(f"no {command} binary: set {env_var}, put {command} on PATH, or run {script.name}")
+    try:
+        done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise error(f"{script} could not run: {exc}") from exc
+    path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode != 0 or not path or not os.access(path, os.X_OK):
+        raise error(f"{script} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return path
 
 
 def find_consul_binary(*, install: bool = True) -> str:
@@ -95,34 +122,7 @@ def find_consul_binary(*, install: bool = True) -> str:
 
     Raises :class:`ConsulBinaryNotFound` with the reason when there is none.
     """
-    explicit = os.environ.get("CONSUL_BIN")
-    if explicit:
-        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
-            return explicit
-        raise ConsulBinaryNotFound(f"CONSUL_BIN={explicit} is not an executable file")
-    on_path = shutil.which("consul")
-    if on_path:
-        return on_path
-    cached = _cache_dir() / "usr" / "bin" / "consul"
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return str(cached)
-    script = REPO_ROOT / "scripts" / "install-consul.sh"
-    if not install or not script.is_file():
-        raise ConsulBinaryNotFound(
-            "no consul binary: set CONSUL_BIN, put consul on PATH, or run scripts/install-consul.sh"
-        )
-    return _run_installer(script)
-
-
-def _run_installer(script: Path) -> str:
-    try:
-        done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConsulBinaryNotFound(f"{script} could not run: {exc}") from exc
-    path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    if done.returncode != 0 or not path or not os.access(path, os.X_OK):
-        raise ConsulBinaryNotFound(f"{script} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-    return path
+    return find_installed("consul", env_var="CONSUL_BIN", install=install, error=ConsulBinaryNotFound)
 
 
 # Helpers

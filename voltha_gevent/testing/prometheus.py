@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..devagent import REPO_ROOT, AgentProcess, free_port, http_get_json, log_tail
+from ..devagent import REPO_ROOT, AgentProcess, find_installed, free_port, http_get_json, log_tail
 from ..lifecycle import StartStop
 
 #: How long Prometheus may take to answer /-/ready.
@@ -52,29 +51,8 @@ class PrometheusStartupError(RuntimeError):
 
 def find_prometheus_binary(*, install: bool = True) -> str:
     """The path of a ``prometheus`` binary: $PROMETHEUS_BIN, PATH, the cache, else the installer."""
-    explicit = os.environ.get("PROMETHEUS_BIN")
-    if explicit:
-        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
-            return explicit
-        raise PrometheusNotFound(f"PROMETHEUS_BIN={explicit} is not an executable file")
-    on_path = shutil.which("prometheus")
-    if on_path:
-        return on_path
-    cache = Path(os.environ.get("VOLTHA_CACHE_DIR") or REPO_ROOT / ".cache") / "prometheus" / "usr" / "bin"
-    if os.access(cache / "prometheus", os.X_OK) and os.access(cache / "promtool", os.X_OK):
-        return str(cache / "prometheus")
-    script = REPO_ROOT / "scripts" / "install-prometheus.sh"
-    if not install or not script.is_file():
-        raise PrometheusNotFound("no prometheus: set PROMETHEUS_BIN, put it on PATH, "
-                                 "or run scripts/install-prometheus.sh")
-    try:
-        done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise PrometheusNotFound(f"{script} could not run: {exc}") from exc
-    path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    if done.returncode != 0 or not path or not os.access(path, os.X_OK):
-        raise PrometheusNotFound(f"{script} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
-    return path
+    return find_installed("prometheus", env_var="PROMETHEUS_BIN", companions=("promtool",), install=install,
+                          error=PrometheusNotFound)
 
 
 def find_promtool(prometheus_bin: str) -> str:
