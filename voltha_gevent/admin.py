@@ -27,12 +27,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .assignment_docs import read_assignments
 from .client_settings import ADMIN_CALL_TIMEOUT
 from .config import Config
 from .consul_api import ConsulAPI, make_client
 from .entries import MAX_VALUE_BYTES
 from .errors import ConsulRejected, ConsulUnavailable, NotConsulAgent, PermissionDenied, VolthaError
-from .keys import Keys, child_name, drained_members, held_owners, parse_pins, split_assignment, valid_name
+from .keys import Keys, child_name, drained_members, held_owners, parse_pins, valid_name
 from .membership import MemberRecord, parse_members
 from .placement import Placement, placed_assignment
 
@@ -112,7 +113,7 @@ class ClusterView:
     epoch: int
     members: dict[str, MemberRecord]
     items: list[str]
-    assigned: dict[str, list[str]]  # item -> members with an assignments/ key for it
+    assigned: dict[str, list[str]]  # item -> members whose assignments/ documents list it
     owners: dict[str, str]  # item -> instance id holding owners/<item>
     desired: dict[str, str] = field(default_factory=dict)
     drains: set[str] = field(default_factory=set)  # members with an operator's drain/<member>
@@ -151,15 +152,10 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
     _, leader_entry = api.get(keys.leader)
     _, member_entries = api.list(keys.members)
     _, item_keys = api.keys(keys.workload)
-    _, assignment_keys = api.keys(keys.assignments)
+    published = read_assignments(api, keys)
     _, owner_entries = api.list(keys.owners)
     _, drain_keys = api.keys(keys.drains)
     _, pin_entries = api.list(keys.pins)
-    assigned: dict[str, list[str]] = {}
-    for key in assignment_keys:
-        parsed = split_assignment(keys.assignments, key)
-        if parsed is not None:
-            assigned.setdefault(parsed[1], []).append(parsed[0])
     owners = held_owners(keys.owners, owner_entries)
     items = sorted(name for key in item_keys if (name := child_name(keys.workload, key)))
     view = ClusterView(
@@ -167,7 +163,7 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
         epoch=leader_entry.lock_index if leader_entry else 0,
         members=parse_members(keys, member_entries),
         items=items,
-        assigned={item: sorted(ms) for item, ms in assigned.items()},
+        assigned={item: sorted(ms) for item, ms in published.assigned.items()},
         owners=owners,
         drains=drained_members(keys.drains, drain_keys),
         pins=parse_pins(keys.pins, pin_entries),

@@ -20,8 +20,9 @@ import json
 import time
 
 from .admin import EXIT_FAILURE, EXIT_OK, InputError, _fail, _out
+from .assignment_docs import parse_documents
 from .consul_api import ConsulAPI
-from .keys import Keys, child_name, held_owners, split_assignment, valid_name
+from .keys import Keys, child_name, held_owners, valid_name
 from .membership import MemberRecord, parse_members
 
 #: How often ``drain --wait`` looks whether the member still holds items (seconds).
@@ -60,8 +61,8 @@ def _undrain(api: ConsulAPI, keys: Keys, member: str, record: MemberRecord | Non
 
 def holdings(api: ConsulAPI, keys: Keys, member: str) -> int:
     """Items the member is assigned or holds the owner lock of (two plain reads)."""
-    _, names = api.keys(keys.assignments_of(member))
-    assigned = {p[1] for p in (split_assignment(keys.assignments, k) for k in names) if p is not None}
+    _, entries = api.list(keys.assignments_of(member))
+    assigned = set(parse_documents(keys.assignments, entries or []).assigned)
     _, owners = api.list(keys.owners)
     owned = {item for item, holder in held_owners(keys.owners, owners).items() if holder == member}
     return len(assigned | owned)

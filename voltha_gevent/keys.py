@@ -5,7 +5,8 @@
     <prefix>/leader                        lock held by the leader's session; value: instance id
     <prefix>/members/<instance_id>         lock held by each member's session; value: JSON record
     <prefix>/workload/<item>               administrator's items; value opaque to voltha-gevent
-    <prefix>/assignments/<member>/<item>   written by the leader; value: JSON {"epoch": N}
+    <prefix>/assignments/<member>/<bucket> written by the leader: JSON {"epoch": N, "items": [...]}
+                                           (see :mod:`voltha_gevent.assignment_docs`)
     <prefix>/owners/<item>                 lock held by the owning worker's session; value: instance id
     <prefix>/drain/<member>                operator's drain of a member (any value; its presence counts)
     <prefix>/pins/<item>                   operator's pin of an item; value: the member's instance id
@@ -60,9 +61,6 @@ class Keys:
     def assignments_of(self, member: str) -> str:
         return f"{self.assignments}{member}/"
 
-    def assignment(self, member: str, item: str) -> str:
-        return f"{self.assignments_of(member)}{item}"
-
     @property
     def owners(self) -> str:
         return f"{self.prefix}/owners/"
@@ -102,16 +100,6 @@ def held_owners(folder: str, entries: Iterable[Any]) -> dict[str, str]:
         if name is not None and entry.session:
             held[name] = entry.text() or ""
     return held
-
-
-def split_assignment(folder: str, key: str) -> tuple[str, str] | None:
-    """``(member, item)`` of an ``assignments/<member>/<item>`` key, or None when malformed."""
-    if not key.startswith(folder):
-        return None
-    parts = key[len(folder) :].split("/")
-    if len(parts) != 2 or not all(valid_name(p) for p in parts):
-        return None
-    return parts[0], parts[1]
 
 
 def drained_members(folder: str, names: Iterable[str]) -> set[str]:

@@ -15,7 +15,8 @@ States (:class:`LeaderState`)::
 A reassignment computes the desired map with :mod:`voltha_gevent.assignment` under the
 operator's drains and pins (:mod:`voltha_gevent.placement`; a draining member, this leader
 included, keeps its record and gets no items), diffs it against the published
-``assignments/`` and writes the changes in batches of at most 64 operations. Handover is
+``assignments/`` documents (:mod:`voltha_gevent.assignment_docs`: a few per member) and writes
+the documents that change in batches of at most 64 operations. Handover is
 graceful: an item moving from A to B is first revoked from A; B is granted it only once
 A's ownership lock ``owners/<item>`` is gone (A's worker released it, or A's session died;
 read for the moving items only, see :meth:`Leader._owners_needed`),
@@ -26,7 +27,6 @@ entries are logged, counted and skipped.
 
 from __future__ import annotations
 
-import json
 import time
 
 import gevent
@@ -35,17 +35,18 @@ import gevent.pool
 import structlog
 
 from .assignment import AssignmentPolicy
+from .assignment_docs import AssignmentBook, parse_documents
 from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
-from .keys import Keys, child_name, split_assignment
+from .keys import Keys, child_name
 from .leader_state import LeaderContext, LeaderState, LeaderStats, View
 from .membership import MemberParseStats, parse_members
 from .owner_locks import read_holders
 from .placement_watch import PlacementWatch
 from .published import PublishedAssignments
 from .supervision import LOOP_KILL_TIMEOUT, supervise
-from .txn import TXN_MAX_OPS, TxnOp, chunked
+from .txn import TxnOp, chunked
 from .watch import WatchFactory
 
 log = structlog.get_logger(__name__)
@@ -53,7 +54,7 @@ log = structlog.get_logger(__name__)
 #: Transactions in flight at once while orchestrating.
 TXN_CONCURRENCY = 4
 #: Write phases of more transactions than this pause the assignments watch.
-PAUSE_WATCH_BATCHES = 8
+PAUSE_WATCH_BATCHES = 1
 #: Seconds between two reads of the owner locks of items in handover (at least one read's time).
 HANDOVER_POLL = 0.1
 
@@ -87,7 +88,7 @@ class Leader:
         watches = WatchFactory(context.watch_api, settings.watch_wait)
         self._owners_poll: gevent.Greenlet | None = None  # while items move: see _owners_needed()
         self.handover_from: dict[str, str] = {}  # item -> the live member it moves away from
-        self.assignments_watch = watches.keys(self.keys.assignments, self._on_assignments,
+        self.assignments_watch = watches.tree(self.keys.assignments, self._on_assignments,
                                               name="leader-assignments")
         self.placement = PlacementWatch(context.watch_api, self.keys, wait=settings.watch_wait,
                                         on_change=self._dirty.set)
@@ -97,7 +98,8 @@ class Leader:
             self.assignments_watch,
             *self.placement.watches,
         ]
-        self.published = PublishedAssignments(self.keys)
+        self.book = AssignmentBook(self.keys, self.epoch)
+        self.published = PublishedAssignments(self.keys, self.book)
         self._quiet_since: float | None = context.members_changed_at or None
 
     # Lifecycle
@@ -151,15 +153,15 @@ class Leader:
             self.view.items = items
             self._dirty.set()
 
-    def _on_assignments(self, names: list[str]) -> None:
-        self.published.listing = set(names)
+    def _on_assignments(self, entries: list[KVEntry]) -> None:
+        self.published.listing = {e.key: e.value or b"" for e in entries}
         self._check_published()
 
     def _check_published(self) -> None:
         """Reassign when another writer edited ``assignments/`` (see :mod:`.published`)."""
         if self.state is LeaderState.REASSIGNING:
             return  # checked again once the reassignment is done
-        edits = self.published.foreign_edits(self.view.assigned)
+        edits = self.published.foreign_edits()
         if edits is not None and not self._dirty.is_set():
             log.info("assignments-changed-elsewhere", extra=edits.extra, missing=edits.missing)
             self._dirty.set()
@@ -222,7 +224,6 @@ class Leader:
                    if self.desired.get(item) != m]
         for m, item in revokes:
             view.assigned.get(item, set()).discard(m)
-        self.published.view_changed()
         now = time.monotonic()
         self.pending_since = {item: self.pending_since.get(item, now) for item, m in self.desired.items()
                               if m not in view.assigned.get(item, set())}
@@ -236,9 +237,8 @@ class Leader:
         moved = sum(1 for item, m in current.items() if self.desired.get(item) not in (None, m))
         # Revocations and the grants that need no handover (no owner lock held elsewhere)
         # go out in one write phase; the rest wait for their old owner's release.
-        revoke_ops = [TxnOp.delete(self.keys.assignment(m, item)) for m, item in sorted(revokes)]
         planned = time.monotonic()
-        granted = self._complete_handovers(revoke_ops)
+        granted = self._complete_handovers(revokes)
         self._prune_stale_members()
         duration = time.monotonic() - started
         self.stats.record_reassignment(duration, moved=moved, revoked=len(revokes))
@@ -250,27 +250,23 @@ class Leader:
 
     def _refresh_assignments(self) -> None:
         """Read ``assignments/`` afresh (consistently): the truth to diff against."""
-        _, names = self.retry.call(
-            lambda: self.api.keys(self.keys.assignments, consistent=True), what="read-assignments")
-        assigned: dict[str, set[str]] = {}
-        for key in names:
-            parsed = split_assignment(self.keys.assignments, key)
-            if parsed is None:
-                self._skip(key, "malformed assignment key")
-                continue
-            member, item = parsed
-            assigned.setdefault(item, set()).add(member)
-        self.view.assigned = assigned
-        self.published.view_changed()
+        _, entries = self.retry.call(
+            lambda: self.api.list(self.keys.assignments, consistent=True),
+            what="read-assignments")
+        parsed = parse_documents(self.keys.assignments, entries or [])
+        for key, why in parsed.skipped:
+            self._skip(key, why)
+        self.view.assigned = parsed.assigned
+        self.book.load(parsed)
 
-    def _complete_handovers(self, first: list[TxnOp] | None = None) -> int:
+    def _complete_handovers(self, revokes: list[tuple[str, str]] | None = None) -> int:
         """Grant pending items whose old owner let go (or whose handover timed out).
 
-        ``first`` (the revocations of a reassignment) is written in the same phase.
+        ``revokes`` (``(member, item)``, a reassignment's) are written in the same phase.
         """
         self._owners_changed.clear()  # even with nothing pending, or the main loop spins on it
         if not self.pending_since:
-            self._write(first or [])
+            self._write(self.book.changes(revokes or [], []))
             return 0
         now = time.monotonic()
         grants = []
@@ -288,14 +284,9 @@ class Leader:
                 log.warning("handover-timeout", item=item, holder=owner, to=member,
                             waited=round(now - since, 2))
                 grants.append((member, item, since))
-        value = json.dumps({"epoch": self.epoch})
-        # Member by member: a batch then changes one or two members' folders, and wakes only
-        # their assignment watches (item order would wake every worker on every batch, each
-        # to re-read its whole folder: at 100,000 items, 1,563 batches x 10 listings).
-        grants.sort()
-        grant_ops = [TxnOp.set(self.keys.assignment(m, item), value) for m, item, _ in grants]
-        self._write([*(first or []), *grant_ops])
-        self.published.view_changed()
+        # Documents member by member: a batch then changes one or two members' folders, and
+        # wakes only their assignment watches.
+        self._write(self.book.changes(revokes or [], [(m, item) for m, item, _ in grants]))
         for member, item, since in grants:
             self.view.assigned.setdefault(item, set()).add(member)
             self.pending_since.pop(item, None)
@@ -366,7 +357,7 @@ class Leader:
         if not ops:
             return
         guard = [TxnOp.check_session(self.keys.leader, self.session_id)]
-        batches = list(chunked(ops, guard, TXN_MAX_OPS))
+        batches = list(chunked(ops, guard))
         pool = gevent.pool.Pool(TXN_CONCURRENCY)
         # A big write phase would have the assignments watch download and parse the whole,
         # growing folder after every batch - only to be ignored as our own writes. It reads

@@ -136,6 +136,8 @@ def _worker_metrics(worker: WorkerStats, revocations: RevocationStats, stuck: in
     yield _counter("items_fenced", "items revoked because the session was lost", worker.fenced)
     yield _gauge("items_stuck", "items whose work would not stop (lock kept)", float(stuck))
     yield _counter("owner_release_retries", "owner-lock releases retried", revocations.release_retries)
+    yield _counter("documents_skipped", "own assignment documents that could not be read",
+                   worker.skipped_documents)
 
 
 def _lease_metrics(lease: Lease) -> Iterator[Metric]:

@@ -3,13 +3,14 @@
 The leader watches ``assignments/`` so that an edit by anyone else (an operator, a deposed
 leader's last batch, a bug) is noticed and corrected by a reassignment. Its own writes show
 up in the same watch: a listing read between two of its batches, or delivered late, shows
-some of them and not others. Such a difference - only keys it wrote itself, within
+some of them and not others. Such a difference - only documents it wrote itself, within
 :data:`OWN_WRITES_GRACE` of its last write phase - is its own writes on their way, not
 another writer's, and costs no extra soak.
 
-Keys are compared as raw strings: at 100,000 items a listing has 100,000 keys, and parsing
-each (a regex per segment) cost the leader more than the listing itself. Only the keys that
-differ are parsed, so malformed keys (not ours to interpret) never count as edits.
+Documents are compared as raw bytes against the leader's
+:class:`~voltha_gevent.assignment_docs.AssignmentBook`, which holds what it read and wrote:
+nothing is parsed. Keys that are not ``<member>/<bucket>`` are not ours to interpret and
+never count as edits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .keys import Keys, split_assignment
+from .assignment_docs import AssignmentBook, split_doc_key
+from .keys import Keys
 from .txn import TxnOp
 
 #: How long a difference that touches only keys this leader wrote is taken for its own
@@ -27,24 +29,20 @@ OWN_WRITES_GRACE = 5.0
 
 @dataclass(frozen=True)
 class ForeignEdits:
-    extra: int  # keys in Consul this leader did not write
-    missing: int  # keys this leader wrote that are gone
+    extra: int  # documents in Consul this leader did not write
+    missing: int  # documents this leader wrote that are gone or differ
 
 
 class PublishedAssignments:
-    """The latest ``assignments/`` listing against what the leader's view implies."""
+    """The latest ``assignments/`` listing against the leader's book of documents."""
 
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, book: AssignmentBook) -> None:
         self.keys = keys
-        self.listing: set[str] | None = None
+        self.book = book
+        self.listing: dict[str, bytes] | None = None  # key -> value, from the watch
         self.writing = 0  # write phases in progress: the listing is not comparable meanwhile
-        self._expected: set[str] | None = None
         self._own_writes: set[str] = set()
         self._own_writes_at = 0.0
-
-    def view_changed(self) -> None:
-        """The leader's ``view.assigned`` changed: recompute the expected keys when asked."""
-        self._expected = None
 
     def writing_phase(self, ops: list[TxnOp]) -> None:
         """A write phase starts with ``ops``."""
@@ -55,24 +53,22 @@ class PublishedAssignments:
         self.writing -= 1
         self._own_writes_at = time.monotonic()  # the grace counts from the end of the phase
 
-    def foreign_edits(self, assigned: dict[str, set[str]]) -> ForeignEdits | None:
+    def foreign_edits(self) -> ForeignEdits | None:
         """What another writer changed, or None (same, or only our own writes on their way)."""
         if self.listing is None or self.writing:
             return None
-        expected = self._expected_keys(assigned)
-        differences = {key for key in self.listing ^ expected
-                       if split_assignment(self.keys.assignments, key) is not None}
+        expected = self.book.raw
+        listing = self.listing
+        differences = {key for key in listing.keys() | expected.keys()
+                       if listing.get(key) != expected.get(key)
+                       and split_doc_key(self.keys.assignments, key) is not None}
         if not differences:
             self._own_writes = set()
             return None
         if differences <= self._own_writes and time.monotonic() - self._own_writes_at < OWN_WRITES_GRACE:
             return None
-        return ForeignEdits(extra=len(differences - expected), missing=len(differences & expected))
-
-    def _expected_keys(self, assigned: dict[str, set[str]]) -> set[str]:
-        if self._expected is None:
-            self._expected = {self.keys.assignment(m, item) for item, ms in assigned.items() for m in ms}
-        return self._expected
+        ours = expected.keys()
+        return ForeignEdits(extra=len(differences - ours), missing=len(differences & ours))
 
 
 __all__ = ["OWN_WRITES_GRACE", "ForeignEdits", "PublishedAssignments"]

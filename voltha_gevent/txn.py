@@ -1,4 +1,4 @@
-"""Transaction operations: :class:`TxnOp` and :func:`chunked`, Consul's 64-operation cap.
+"""Transaction operations: :class:`TxnOp` and :func:`chunked`, Consul's 64-operation and body caps.
 
 Pure data: building operations does no I/O; :meth:`ConsulAPI.txn
 <voltha_gevent.consul_api.ConsulAPI.txn>` sends them. A transaction guarded by
@@ -15,6 +15,9 @@ from typing import Any
 
 #: Consul caps a transaction at this many operations.
 TXN_MAX_OPS = 64
+#: Bytes of values (base64) per transaction: half of Consul's 512 KiB request body cap,
+#: which also counts keys and JSON.
+TXN_MAX_VALUE_BYTES = 256 * 1024
 
 
 def _b64(value: bytes | str | None) -> str:
@@ -34,6 +37,13 @@ class TxnOp:
     value: bytes | str | None = None
     index: int | None = None
     session: str | None = None
+
+    def value_bytes(self) -> int:
+        """Size of the value as sent (base64)."""
+        if self.value is None:
+            return 0
+        size = len(self.value.encode("utf-8") if isinstance(self.value, str) else self.value)
+        return 4 * ((size + 2) // 3)
 
     def to_consul(self) -> dict[str, Any]:
         kv: dict[str, Any] = {"Verb": self.verb, "Key": self.key}
@@ -86,13 +96,25 @@ class TxnOp:
         return cls("check-index", key, index=index)
 
 
-def chunked(ops: list[TxnOp], guards: list[TxnOp], limit: int = TXN_MAX_OPS) -> Iterator[list[TxnOp]]:
-    """Split ``ops`` into transactions of at most ``limit`` operations, each led by ``guards``."""
+def chunked(ops: list[TxnOp], guards: list[TxnOp], limit: int = TXN_MAX_OPS,
+            max_value_bytes: int = TXN_MAX_VALUE_BYTES) -> Iterator[list[TxnOp]]:
+    """Split ``ops`` into transactions of at most ``limit`` operations and about
+    ``max_value_bytes`` of base64 values (an op bigger than that goes alone), each led by
+    ``guards``."""
     room = limit - len(guards)
     if room <= 0:
         raise ValueError("guards leave no room for operations")
-    for start in range(0, len(ops), room):
-        yield [*guards, *ops[start : start + room]]
+    batch: list[TxnOp] = []
+    size = 0
+    for op in ops:
+        op_size = op.value_bytes()
+        if batch and (len(batch) == room or size + op_size > max_value_bytes):
+            yield [*guards, *batch]
+            batch, size = [], 0
+        batch.append(op)
+        size += op_size
+    if batch:
+        yield [*guards, *batch]
 
 
-__all__ = ["TXN_MAX_OPS", "TxnOp", "chunked"]
+__all__ = ["TXN_MAX_OPS", "TXN_MAX_VALUE_BYTES", "TxnOp", "chunked"]

@@ -1,6 +1,7 @@
 """The worker: run exactly the items the leader assigns to this node, one owner at a time.
 
-For every item under ``<prefix>/assignments/<me>/`` the worker takes the ownership lock
+For every item in its documents under ``<prefix>/assignments/<me>/``
+(:mod:`voltha_gevent.assignment_docs`) the worker takes the ownership lock
 ``<prefix>/owners/<item>`` with its session - through :mod:`voltha_gevent.owner_locks`,
 in transactions shared with other items that also return the lock's ``ModifyIndex`` (the
 item's fencing token) and the item's workload value - trying again with backoff while a
@@ -37,8 +38,10 @@ import gevent
 import gevent.event
 import structlog
 
+from .assignment_docs import MalformedDocument, decode, split_doc_key
 from .budget import KILL_TIMEOUT
 from .consul_api import ConsulAPI
+from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, SessionInvalid
 from .item_task import ItemState, ItemTask
 from .keys import Keys, child_name
@@ -91,6 +94,7 @@ class WorkerStats:
     assigned: int = 0
     handler_failures: int = 0
     fenced: int = 0
+    skipped_documents: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class Worker:
                                        on_change=self.recheck_settled)
         self.tasks: dict[str, ItemTask] = {}
         self.assigned: set[str] = set()
+        self._documents: dict[str, tuple[int, list[str]]] = {}  # key -> (ModifyIndex, items)
         self.settled = gevent.event.Event()
         self._session_id: str | None = None
         self._generation = 0
@@ -158,8 +163,9 @@ class Worker:
         self._session_id = session_id
         self._generation = self.session.generation
         self.assigned = set()
+        self._documents = {}
         self._dirty.clear()
-        watch = self.watch_factory.keys(self.keys.assignments_of(self.instance_id), self._on_assignments,
+        watch = self.watch_factory.tree(self.keys.assignments_of(self.instance_id), self._on_assignments,
                                         name="worker-assignments")
         self._watch = watch.start()
         self._start_loop(session_id)
@@ -217,9 +223,24 @@ class Worker:
 
     # Assignments
 
-    def _on_assignments(self, names: list[str]) -> None:
-        folder = self.keys.assignments_of(self.instance_id)
-        assigned = {name for name in (child_name(folder, key) for key in names) if name is not None}
+    def _on_assignments(self, entries: list[KVEntry]) -> None:
+        """The union of this member's documents; only those whose ModifyIndex moved are parsed."""
+        documents = {}
+        for entry in entries:
+            if split_doc_key(self.keys.assignments, entry.key) is None:
+                continue  # not a document (the folder itself, or not ours to interpret)
+            known = self._documents.get(entry.key)
+            if known is not None and known[0] == entry.modify_index:
+                documents[entry.key] = known
+                continue
+            try:
+                documents[entry.key] = (entry.modify_index, decode(entry.value))
+            except MalformedDocument as exc:
+                self.stats.skipped_documents += 1
+                log.warning("entry-skipped", key=entry.key, reason=str(exc))
+                documents[entry.key] = (entry.modify_index, [])  # logged once, until it changes
+        self._documents = documents
+        assigned = {item for _, items in documents.values() for item in items}
         if assigned != self.assigned:
             self.settled.clear()  # not settled until the loop has acted on it
         self.assigned = assigned

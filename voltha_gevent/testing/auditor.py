@@ -5,7 +5,9 @@ Two sources, used together by the tests (and available to users):
 * the workers' own reports of what they run - :class:`OwnershipLedger` in one process
   (``RecordingHandler`` feeds it), or JSON-lines report files written by node processes
   (``voltha-gevent run --report-file``), replayed by :func:`audit_reports`;
-* Consul's ``owners/`` locks, read by :func:`owners_in_consul`.
+* Consul's ``owners/`` locks, read by :func:`owners_in_consul`, and the leader's
+  published documents in a :class:`~voltha_gevent.testing.fake_consul.FakeConsul`, read by
+  :func:`published_in_fake`.
 
 A violation is an item whose work was started by one instance while another instance's
 work for it had started and not yet stopped.
@@ -21,7 +23,9 @@ from typing import Any
 
 import gevent.lock
 
-from ..keys import held_owners
+from ..assignment_docs import parse_documents
+from ..entries import KVEntry
+from ..keys import Keys, held_owners
 
 
 @dataclass(frozen=True)
@@ -139,3 +143,18 @@ def owners_in_consul(api: Any, owners_prefix: str) -> dict[str, str]:
     """item -> instance id for every ``owners/<item>`` lock currently held (a ConsulAPI)."""
     _, entries = api.list(owners_prefix, consistent=True)
     return held_owners(owners_prefix, entries)
+
+
+def published_in_fake(fake: Any, prefix: str = "service/voltha") -> dict[str, set[str]]:
+    """item -> members whose ``assignments/`` documents list it, straight from a fake's store."""
+    folder = Keys(prefix).assignments
+    entries = [KVEntry(key, value, 0, 0) for key, (value, _) in fake.dump(folder).items()]
+    return parse_documents(folder, entries).assigned
+
+
+def published_once(fake: Any, prefix: str = "service/voltha") -> dict[str, str]:
+    """item -> member as published (an item published to two members raises AssertionError)."""
+    assigned = published_in_fake(fake, prefix)
+    doubles = {item: sorted(ms) for item, ms in assigned.items() if len(ms) != 1}
+    assert not doubles, f"items published to more than one member: {doubles}"
+    return {item: next(iter(ms)) for item, ms in assigned.items()}

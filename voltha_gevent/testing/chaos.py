@@ -31,9 +31,11 @@ from typing import Any
 import structlog
 
 from ..assignment import desired_assignment
+from ..assignment_docs import read_assignments
 from ..client_settings import ClientSettings
 from ..consul_api import ConsulAPI, make_client
 from ..errors import VolthaError
+from ..keys import Keys
 from ..lifecycle import StartStop
 from .agents import Cluster, http_get_json
 from .auditor import owners_in_consul, read_reports
@@ -237,12 +239,14 @@ class ChaosBed(StartStop):
             return False
         try:
             api = self.api()
-            _, keys = api.keys(self.key("assignments/"), consistent=True)
+            documents = read_assignments(api, Keys(self.prefix), consistent=True)
             in_consul = owners_in_consul(api, self.key("owners/"))
             _, members = api.keys(self.key("members/"), consistent=True)
         except (VolthaError, RuntimeError):
             return False
-        published = {k.rsplit("/", 1)[1]: k.split("/")[-2] for k in keys}
+        if any(len(ms) != 1 for ms in documents.assigned.values()):
+            return False  # an item published to two members
+        published = {item: m for item, ms in documents.assigned.items() for m in ms}
         desired = desired_assignment({n: 1.0 for n in live}, items, published)
         return published == desired == dict(owned) == in_consul
 
