@@ -67,6 +67,7 @@ class Lease:
         self.live = False
         self.expiries = 0
         self.stalls = 0
+        self._sealed = False  # work was fenced on this lease: it ends, whatever extend() says
         self._listeners: list[ExpiryListener] = []
         self._timer: object | None = None
 
@@ -76,7 +77,7 @@ class Lease:
         """True while the lease of ``generation`` (default: the current one) has not run out."""
         if generation is not None and generation != self.generation:
             return False
-        return self.live and now() < self.deadline
+        return self.live and not self._sealed and now() < self.deadline
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - now()) if self.live else 0.0
@@ -88,6 +89,7 @@ class Lease:
         self.generation = generation
         self.deadline = deadline
         self.live = True
+        self._sealed = False
         self._arm()
 
     def extend(self, generation: int, deadline: float) -> None:
@@ -95,10 +97,25 @@ class Lease:
 
         Safe to call from the heartbeat thread: it only moves the deadline forward (a float,
         under the GIL); the armed timer, when it fires at the old deadline, finds it moved
-        and waits again (:meth:`_expire`).
+        and waits again (:meth:`_expire`). A lease whose deadline has passed is over, even
+        when a late confirmation arrives: the switch guard may already have fenced work on
+        it (see :meth:`seal`), and a revived lease would leave that work dead while the node
+        still counts the item as running.
         """
-        if generation == self.generation and self.live and deadline > self.deadline:
+        if generation == self.generation and self.live and not self._sealed \
+                and now() < self.deadline < deadline:
             self.deadline = deadline
+
+    def seal(self) -> None:
+        """The switch guard fenced work on this lease: end it now, whatever extends it later.
+
+        Closes the race with a confirmation from the heartbeat thread that passed
+        :meth:`extend`'s checks just before the deadline and lands just after the guard
+        acted: :meth:`_expire` then ends the lease anyway, and the session is declared lost.
+        """
+        if self.live and not self._sealed:
+            self._sealed = True
+            gevent.get_hub().loop.run_callback(self._expire)
 
     def end(self) -> None:
         """The session ended by other means (lost, destroyed): no ownership is valid any more."""
@@ -114,7 +131,7 @@ class Lease:
     @property
     def ran_out(self) -> bool:
         """The deadline has passed or the lease was ended: work under it must not resume."""
-        return not self.live or now() >= self.deadline
+        return not self.live or self._sealed or now() >= self.deadline
 
     def _arm(self) -> None:
         _install_tracer()
@@ -136,7 +153,7 @@ class Lease:
         if not self.live:
             return
         overdue = now() - self.deadline
-        if overdue < 0:  # fired early (libev's clock), or extended meanwhile: wait again
+        if overdue < 0 and not self._sealed:  # fired early (libev's clock), or extended: wait again
             self._arm()
             return
         self.live = False
@@ -194,6 +211,11 @@ class Ownership:
 
     def _lease_ran_out(self) -> bool:
         return self._generation != self._lease.generation or self._lease.ran_out
+
+    def _fence(self) -> None:
+        """The guard stops this work: the lease it ran under is over for good."""
+        if self._generation == self._lease.generation:
+            self._lease.seal()
 
     def revoke(self) -> None:
         """The library stops the item: from now on :meth:`valid` is False (idempotent)."""
@@ -294,6 +316,7 @@ def _switch_guard(event: str, args: tuple[object, object]) -> None:
         return
     ownership = _ownership_of(args[1])
     if ownership is not None and ownership._lease_ran_out():
+        ownership._fence()
         if not getattr(args[1], "fenced_runner", False):
             # a greenlet the work spawned: it has no run_fenced() to re-arm the guard
             gevent.get_hub().loop.run_callback(_install_tracer)

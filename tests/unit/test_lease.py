@@ -134,3 +134,37 @@ def test_the_deadline_fires_even_when_the_loops_clock_lagged_when_it_was_armed()
     gevent.sleep(0.6)
     assert expired, "the lease ran out unnoticed"
     assert not lease.live
+
+
+def test_a_confirmation_that_lands_after_the_deadline_does_not_revive_the_lease() -> None:
+    """Under load the heartbeat thread's confirmation can arrive after the deadline, before the
+    deadline timer has run. Reviving the lease then left work the switch guard had already
+    fenced dead while the node still counted its items as running (seen at 100,000 items:
+    531 items silently stopped on a loaded leader)."""
+    lease = started_lease(0.1)
+    expired: list[float] = []
+    lease.on_expired(expired.append)
+    ticks: list[float] = []
+    worker = gevent.spawn(run_fenced, _ticker, ticks)
+    bind(worker, Ownership("a", None, 1, lease, 1), fenced_runner=True)
+    gevent.sleep(0.02)
+    blocking_sleep(0.15)  # the deadline passes while the loop is busy
+    lease.extend(1, now() + 5)  # the late confirmation
+    gevent.sleep(0.1)
+    assert worker.dead
+    assert not lease.valid() and not lease.live
+    assert len(expired) == 1 and lease.expiries == 1
+
+
+def test_a_lease_the_guard_sealed_ends_even_if_a_racing_extend_moved_its_deadline() -> None:
+    lease = started_lease(5)
+    expired: list[float] = []
+    lease.on_expired(expired.append)
+    lease.seal()  # the guard fenced work on it
+    lease.deadline = now() + 10  # a confirmation that had passed extend()'s checks just before
+    assert not lease.valid() and lease.ran_out
+    gevent.sleep(0.05)
+    assert len(expired) == 1 and not lease.live
+    lease.begin(2, now() + 5)  # a new session's lease starts unsealed
+    assert lease.valid()
+    lease.end()
