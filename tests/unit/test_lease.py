@@ -168,3 +168,26 @@ def test_a_lease_the_guard_sealed_ends_even_if_a_racing_extend_moved_its_deadlin
     lease.begin(2, now() + 5)  # a new session's lease starts unsealed
     assert lease.valid()
     lease.end()
+
+
+def test_wait_sleeps_its_whole_timeout_while_the_lease_is_kept_alive() -> None:
+    """Not one wake-up per lease period: a node with 10,000 items would wake 4,400 times a
+    second only to look at the clock."""
+    lease = started_lease(0.2)
+    keeper = gevent.spawn(lambda: [(gevent.sleep(0.05), lease.extend(1, now() + 0.2)) for _ in range(20)])
+    ownership = Ownership("a", None, 7, lease, 1)
+    started = time.monotonic()
+    assert ownership.wait(0.6) is True
+    assert time.monotonic() - started >= 0.55
+    keeper.kill()
+    lease.end()
+
+
+def test_a_wait_of_an_older_session_returns_at_once() -> None:
+    lease = started_lease(5)
+    old = Ownership("a", None, 7, lease, 1)
+    lease.begin(2, now() + 5)
+    started = time.monotonic()
+    assert old.wait(2.0) is False
+    assert time.monotonic() - started < 0.1
+    lease.end()
