@@ -7,11 +7,13 @@ Measures item changes per second (assignment entries written or deleted) for
   elsewhere: about 2,000 changes),
 
 through the leader's real code path: ``Leader._reassign`` (consistent read of
-``assignments/``, ``desired_assignment``, diff, then ``Leader._write``: fenced 64-op
-transactions led by ``check-session`` on the leader key, ``TXN_CONCURRENCY`` in flight).
+``assignments/``, ``desired_assignment``, diff, then ``Leader._write`` of the documents that
+change: fenced transactions of at most 64 ops and 256 KiB of values, led by ``check-session``
+on the leader key, ``TXN_CONCURRENCY`` in flight). An item change is one item granted or
+revoked, whatever the number of documents that carry it.
 The leader runs on a stand-in coordinator holding a real session and the real leader lock,
 with no owners, so every grant is immediate. The baseline is the seed's way: one KV PUT
-(or DELETE) per change, one after the other, on a sample of the same changes, measured in
+(or DELETE) of a key per item, one after the other, on a sample of the same changes, measured in
 the same run. Medians over several runs; the process is gevent-monkey-patched first.
 """
 
@@ -80,12 +82,12 @@ def _timed_reassign(leader: leader_mod.Leader) -> tuple[float, float, int]:
 
 
 def _baseline(api: Any, keys: Keys, members: list[str], items: list[str]) -> float:
-    """Changes/s of the seed's path: one PUT per grant, then one DELETE per revoke."""
+    """Changes/s of the seed's path: one key per item, one PUT per grant, then one DELETE per revoke."""
     start = time.perf_counter()
     for i, item in enumerate(items):
-        api.put(keys.assignment(members[i % len(members)], item), '{"epoch": 1}')
+        api.put(f"{keys.assignments_of(members[i % len(members)])}{item}", '{"epoch": 1}')
     for i, item in enumerate(items):
-        api.delete(keys.assignment(members[i % len(members)], item))
+        api.delete(f"{keys.assignments_of(members[i % len(members)])}{item}")
     return 2 * len(items) / (time.perf_counter() - start)
 
 
