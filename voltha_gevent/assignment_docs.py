@@ -147,8 +147,10 @@ class AssignmentBook:
         self.epoch = epoch
         self.docs: dict[tuple[str, str], set[str]] = {}
         self.raw: dict[str, bytes] = {}
+        self.loaded = False  # read from Consul at least once
 
     def load(self, parsed: ParsedAssignments) -> None:
+        self.loaded = True
         self.docs = {}
         for item, members in parsed.assigned.items():
             bucket = bucket_of(item)

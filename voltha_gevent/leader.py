@@ -249,7 +249,15 @@ class Leader:
         self.state = LeaderState.IDLE
 
     def _refresh_assignments(self) -> None:
-        """Read ``assignments/`` afresh (consistently): the truth to diff against."""
+        """Read ``assignments/`` afresh (consistently): the truth to diff against.
+
+        Unless the watch's latest listing is byte for byte what the leader last read and
+        wrote: then its view already is that truth, and re-reading and parsing 100,000
+        items would only delay a failover (0.4 s of it on a loaded machine).
+        """
+        if self.published.confirmed():
+            self.stats.reads_skipped += 1
+            return
         _, entries = self.retry.call(
             lambda: self.api.list(self.keys.assignments, consistent=True),
             what="read-assignments")

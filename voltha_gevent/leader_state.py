@@ -69,6 +69,7 @@ class LeaderStats:
     revoked: int = 0
     handover_timeouts: int = 0
     owner_reads: int = 0  # rounds reading the owner locks of items in handover
+    reads_skipped: int = 0  # reassignments that trusted the watched listing (it matched the book)
     skipped_entries: int = 0
     handovers: int = 0
     handover_total_seconds: float = 0.0

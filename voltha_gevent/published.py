@@ -53,6 +53,10 @@ class PublishedAssignments:
         self.writing -= 1
         self._own_writes_at = time.monotonic()  # the grace counts from the end of the phase
 
+    def confirmed(self) -> bool:
+        """The latest listing is exactly the book: Consul holds what the leader last read and wrote."""
+        return self.book.loaded and not self.writing and self.listing == self.book.raw
+
     def foreign_edits(self) -> ForeignEdits | None:
         """What another writer changed, or None (same, or only our own writes on their way)."""
         if self.listing is None or self.writing:
