@@ -3,10 +3,15 @@
 Every item's work waits on its own ``acquire(item)`` or ``release(item)`` call, exactly as
 if it made one HTTP call of its own; underneath, one batcher greenlet gathers the calls
 made in the same moment into transactions of up to 64 operations and keeps at most
-:data:`TXN_CONCURRENCY` of them in flight. Taking an item's lock costs two operations -
-``lock owners/<item>`` (its result carries the ``ModifyIndex``, the fencing token) and
-``get workload/<item>`` (the value) - so 32 items share one round trip; releasing costs one
-``unlock``.
+:data:`TXN_CONCURRENCY` of them in flight. Taking an item's lock costs one operation,
+``lock owners/<item>`` (its result carries the ``ModifyIndex``, the fencing token), and the
+items' values are then read in a read-only transaction of ``get workload/<item>``; releasing
+costs one ``unlock``. Consul applies writing transactions one after the other through Raft,
+at a cost per transaction more than per operation (measured: 9,900 locks from 9 workers took
+0.40 s as 32 lock + 32 get per transaction, 0.21 s as 63 locks), while a read-only
+transaction is answered without Raft - so the value no longer shares the lock's transaction
+and a failover's locks take half the Raft applies. A value read after the lock is at least as
+new as the lock.
 
 A transaction is all or nothing, so one item's refusal must not fail the rest: Consul's
 409 lists every failed operation; the items they belong to get their own answer - "held
@@ -43,8 +48,8 @@ log = structlog.get_logger(__name__)
 #: after the other anyway, and more in flight only queue inside the agent, in front of the
 #: liveness signals of every node on that agent.
 TXN_CONCURRENCY = 2
-#: Operations one item's acquire takes (lock, get value) and its release (unlock).
-ACQUIRE_OPS, RELEASE_OPS = 2, 1
+#: Operations one item's acquire takes (lock) and its release (unlock).
+ACQUIRE_OPS, RELEASE_OPS = 1, 1
 
 Taken = tuple[KVEntry, KVEntry | None]
 """The owner-lock entry as taken (its ModifyIndex is the token) and the workload entry."""
@@ -55,7 +60,6 @@ class _Call:
     verb: str  # "acquire" | "release"
     item: str
     session_id: str
-    read_value: bool = True
     result: gevent.event.AsyncResult = field(default_factory=gevent.event.AsyncResult)
     abandoned: bool = False
 
@@ -147,8 +151,6 @@ class OwnerLocks:
                 new = [TxnOp.unlock(key, self.instance_id, call.session_id)]
             else:
                 new = [TxnOp.lock(key, self.instance_id, call.session_id)]
-                if call.read_value:
-                    new.append(TxnOp.get(self.keys.item(call.item)))
             ops.extend(new)
             owner.extend([index] * len(new))
         return ops, owner
@@ -194,10 +196,6 @@ class OwnerLocks:
                 again.append(call)
             elif call.verb == "release":
                 self._answer(call, False)  # not held by this session: nothing to let go
-            elif call.read_value and all("doesn't exist" in w or "does not exist" in w for w in whats) \
-                    and all(self.keys.item(call.item) in w for w in whats):
-                call.read_value = False  # the workload key is gone: take the lock without its value
-                again.append(call)
             else:
                 self.stats.refused += 1
                 self._answer(call, None)  # held by another session, or lock-delay
@@ -205,6 +203,13 @@ class OwnerLocks:
 
     def _deliver(self, batch: list[_Call], entries: list[KVEntry]) -> None:
         by_key = {entry.key: entry for entry in entries}
+        wanted = [self.keys.item(call.item) for call in batch if call.verb == "acquire"]
+        if wanted:
+            try:
+                by_key.update(read_existing(self.api, wanted))
+            except (ConsulUnavailable, ConsulRejected) as exc:
+                self._values_unread(batch, exc)
+                return
         for call in batch:
             key = self.keys.owner(call.item)
             if call.verb == "release":
@@ -216,8 +221,19 @@ class OwnerLocks:
                 call.result.set_exception(ConsulUnavailable(f"garbled answer: lock {key} not read back"))
                 continue
             self.stats.acquired += 1
-            value = by_key.get(self.keys.item(call.item)) if call.read_value else None
+            value = by_key.get(self.keys.item(call.item))
             self._answer(call, (lock, value))
+
+    def _values_unread(self, batch: list[_Call], error: BaseException) -> None:
+        """The locks are ours but the values could not be read: let the locks go and fail the
+        acquires (their callers try again) - a lock no task knows about would outlive it."""
+        for call in batch:
+            if call.verb == "acquire":
+                self._submit(_Call("release", call.item, call.session_id))
+                call.result.set_exception(error)
+            else:
+                self.stats.released += 1
+                self._answer(call, True)
 
     def _answer(self, call: _Call, value: object) -> None:
         if call.abandoned and call.verb == "acquire" and value is not None:
@@ -230,29 +246,39 @@ class OwnerLocks:
             call.result.set_exception(error)
 
 
-def read_holders(api: ConsulAPI, keys: Keys, items: list[str]) -> dict[str, str]:
-    """item -> holder (the lock's value: an instance id) of every item in ``items`` whose
-    owner lock is held, read in ``get`` transactions of up to 64 keys.
+def read_existing(api: ConsulAPI, names: list[str]) -> dict[str, KVEntry]:
+    """key -> entry of every key in ``names`` that exists, read in read-only ``get``
+    transactions of up to 64 keys (answered without a Raft apply).
 
-    The cost grows with the items asked about, not with every lock there is (a listing of
-    ``owners/``). A key that does not exist fails its ``get`` and with it the transaction
-    (Consul's "doesn't exist"): that item is free, and the rest of its batch is read again.
+    A key that does not exist fails its ``get`` and with it the transaction (Consul's
+    "doesn't exist"): it is left out, and the rest of its batch is read again.
     """
-    held: dict[str, str] = {}
-    for start in range(0, len(items), TXN_MAX_OPS):
-        batch = items[start : start + TXN_MAX_OPS]
+    found: dict[str, KVEntry] = {}
+    for start in range(0, len(names), TXN_MAX_OPS):
+        batch = names[start : start + TXN_MAX_OPS]
         while batch:
             try:
-                entries = api.txn([TxnOp.get(keys.owner(item)) for item in batch])
+                entries = api.txn([TxnOp.get(name) for name in batch])
             except TransactionFailed as exc:
                 missing = {index for index, _ in exc.errors}
                 if not missing or not all(0 <= index < len(batch) for index in missing):
-                    raise ConsulUnavailable(f"owner-lock read: {exc.detail}") from exc
-                batch = [item for index, item in enumerate(batch) if index not in missing]
+                    raise ConsulUnavailable(f"read of {len(batch)} keys: {exc.detail}") from exc
+                batch = [name for index, name in enumerate(batch) if index not in missing]
                 continue
-            held.update(held_owners(keys.owners, entries))
+            found.update((entry.key, entry) for entry in entries)
             break
-    return held
+    return found
 
 
-__all__ = ["OwnerLockStats", "OwnerLocks", "Taken", "read_holders"]
+def read_holders(api: ConsulAPI, keys: Keys, items: list[str]) -> dict[str, str]:
+    """item -> holder (the lock's value: an instance id) of every item in ``items`` whose
+    owner lock is held (:func:`read_existing`: a missing key is a free item).
+
+    The cost grows with the items asked about, not with every lock there is (a listing of
+    ``owners/``).
+    """
+    entries = read_existing(api, [keys.owner(item) for item in items])
+    return held_owners(keys.owners, entries.values())
+
+
+__all__ = ["OwnerLockStats", "OwnerLocks", "Taken", "read_existing", "read_holders"]

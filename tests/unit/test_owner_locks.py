@@ -8,7 +8,7 @@ import gevent
 import pytest
 
 from voltha_gevent.consul_api import ConsulAPI
-from voltha_gevent.errors import SessionInvalid
+from voltha_gevent.errors import ConsulUnavailable, SessionInvalid
 from voltha_gevent.keys import Keys
 from voltha_gevent.owner_locks import OwnerLocks
 from voltha_gevent.testing.fake_consul import FakeConsul
@@ -37,11 +37,12 @@ def acquire_all(locks: OwnerLocks, items: list[str], session: str) -> dict[str, 
 
 
 def test_many_items_are_taken_in_a_few_transactions_with_token_and_value(fake: FakeConsul) -> None:
-    items = [f"i{n:02d}" for n in range(60)]
+    items = [f"i{n:03d}" for n in range(126)]
     api, locks, session = setup(fake, items)
     fake.reset_request_count()
     got = acquire_all(locks, items, session)
-    assert fake.request_counts.get("txn.put") == 2  # 32 items per transaction
+    assert locks.stats.transactions == 2  # 63 locks per writing transaction
+    assert fake.request_counts.get("txn.put") == 4  # and one read-only transaction of values each
     for item in items:
         lock, value = got[item]  # type: ignore[misc]
         assert lock.session == session and lock.modify_index > 0
@@ -97,3 +98,24 @@ def test_a_lock_won_for_a_caller_that_gave_up_is_released(fake: FakeConsul) -> N
     gevent.sleep(0.6)
     assert locks.stats.orphans_released == 1
     assert api.get(KEYS.owner("a"))[1].session is None
+
+
+def test_values_that_cannot_be_read_let_the_locks_go_and_fail_the_acquires(fake: FakeConsul) -> None:
+    """A lock no task knows about would outlive the task: the next owner would wait on it."""
+    api, locks, session = setup(fake, ["a", "b"])
+    real_txn = api.txn
+    calls = []
+
+    def txn(ops, **kw):  # type: ignore[no-untyped-def]
+        calls.append(ops[0].verb)
+        if ops[0].verb == "get" and calls.count("get") == 1:
+            raise ConsulUnavailable("read timed out")
+        return real_txn(ops, **kw)
+
+    api.txn = txn  # type: ignore[method-assign]
+    got = acquire_all(locks, ["a", "b"], session)
+    assert all(isinstance(v, ConsulUnavailable) for v in got.values()), got
+    gevent.sleep(0.1)
+    assert api.get(KEYS.owner("a"))[1].session is None and api.get(KEYS.owner("b"))[1].session is None
+    again = acquire_all(locks, ["a", "b"], session)
+    assert again["a"][1].value == b"value-a"  # type: ignore[index]
