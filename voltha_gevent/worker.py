@@ -327,13 +327,16 @@ class Worker:
     def _settle_now(self) -> None:
         self._recompute = None
         self._settled_at = time.monotonic()
-        running = {i for i, t in self.tasks.items() if t.state is ItemState.RUNNING}
-        if self._session_id and running == self.assigned and len(running) == len(self.tasks) \
-                and not self.revocations.running:
+        tasks = self.tasks
+        # No sets built: at 10,000 items two set comprehensions per run were a tenth of the
+        # node's CPU while its items started. Newest tasks first: they are the likely PENDING ones.
+        matches = len(tasks) == len(self.assigned) and tasks.keys() == self.assigned
+        if self._session_id and matches and not self.revocations.running \
+                and all(t.state is ItemState.RUNNING for t in reversed(tasks.values())):
             self.settled.set()
         else:
             self.settled.clear()
-        if not self.revocations.running and self._session_id and set(self.tasks) != self.assigned:
+        if not self.revocations.running and self._session_id and not matches:
             self._dirty.set()
 
     # Inspection
