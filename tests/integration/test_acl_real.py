@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from voltha_gevent.assignment import desired_assignment
+from voltha_gevent.assignment_docs import read_assignments
 from voltha_gevent.client_settings import ClientSettings
 from voltha_gevent.consul_api import ConsulAPI, make_client
 from voltha_gevent.errors import PermissionDenied
+from voltha_gevent.keys import Keys
 from voltha_gevent.testing.auditor import audit_reports, owners_in_consul, read_reports
 from voltha_gevent.testing.processes import NodeProcess, wait_for
 from voltha_gevent.testing.secure import AclAgent
@@ -88,8 +90,10 @@ class AclBed:
         owned = {item: n for n, s in statuses.items() for item in s["owned"]}  # type: ignore[union-attr]
         if sum(len(s["owned"]) for s in statuses.values()) != len(owned):  # type: ignore[union-attr]
             return False
-        _, keys = self.admin.keys(f"{self.prefix}/assignments/")
-        published = {k.rsplit("/", 1)[1]: k.split("/")[-2] for k in keys}
+        documents = read_assignments(self.admin, Keys(self.prefix))
+        if any(len(ms) != 1 for ms in documents.assigned.values()):
+            return False  # an item published to two members
+        published = {item: next(iter(ms)) for item, ms in documents.assigned.items()}
         desired = desired_assignment({n: 1.0 for n in self.nodes}, self.items(), published)
         in_consul = owners_in_consul(self.admin, f"{self.prefix}/owners/")
         return set(owned) == self.items() and published == desired == owned == in_consul

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from voltha_gevent.assignment import desired_assignment
+from voltha_gevent.assignment_docs import read_assignments
 from voltha_gevent.client_settings import ClientSettings
 from voltha_gevent.consul_api import ConsulAPI, make_client
+from voltha_gevent.keys import Keys
 from voltha_gevent.testing.auditor import audit_reports, owners_in_consul, read_reports
 from voltha_gevent.testing.processes import NodeProcess, wait_for
 
@@ -54,8 +56,10 @@ class Bed:
         items = self.items()
         if len(owned) != len(items) or {i for i, _ in owned} != items:
             return False
-        _, keys = self.api.keys(f"{self.prefix}/assignments/")
-        published = {k.rsplit("/", 1)[1]: k.split("/")[-2] for k in keys}
+        documents = read_assignments(self.api, Keys(self.prefix))
+        if any(len(ms) != 1 for ms in documents.assigned.values()):
+            return False  # an item published to two members
+        published = {item: next(iter(ms)) for item, ms in documents.assigned.items()}
         desired = desired_assignment({n: 1.0 for n in self.nodes}, items, published)
         return published == desired == dict(owned) == owners_in_consul(self.api, f"{self.prefix}/owners/")
 

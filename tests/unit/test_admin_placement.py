@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from voltha_gevent import admin
+from voltha_gevent.assignment_docs import AssignmentBook
 from voltha_gevent.config import Config
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.keys import Keys
@@ -59,10 +60,12 @@ def test_drain_and_undrain_write_and_remove_the_drain_key(capsys, api):
 
 def test_drain_wait_gives_up_with_exit_1_while_the_member_holds_items(capsys, api, monkeypatch):
     monkeypatch.setattr("voltha_gevent.admin_placement.DRAIN_POLL", 0.01)
-    api.put(KEYS.assignment("a", "i1"), '{"epoch": 1}')
+    book = AssignmentBook(KEYS, epoch=1)
+    api.txn(book.changes([], [("a", "i1")]))
     code, out, err = run(capsys, "drain", member="a", wait=0.05)
     assert code == 1 and "a still holds 1 item(s) after 0.05 s" in err
-    api.delete(KEYS.assignment("a", "i1"))
+    api.txn(book.changes([("a", "i1")], []))  # its last item: the document is deleted
+    assert api.keys(KEYS.assignments_of("a"))[1] == []
     code, out, _ = run(capsys, "drain", member="a", wait=1.0)
     assert code == 0 and out.splitlines() == ["draining a", "drained  a"]
 

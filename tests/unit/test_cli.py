@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from voltha_gevent import admin
+from voltha_gevent.assignment_docs import bucket_of, doc_key, encode, publish_ops
 from voltha_gevent.config import Config
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.entries import MAX_VALUE_BYTES
@@ -207,8 +208,8 @@ def cluster(api: ConsulAPI) -> dict[str, str]:
     assert api.acquire(KEYS.leader, "a", sessions["a"])
     for item in ("i1", "i2", "i3", "i4", "i5"):
         api.put(KEYS.item(item), b"v")
-    for m, item in [("a", "i1"), ("a", "i2"), ("b", "i3"), ("a", "i4"), ("gone", "i5"), ("b", "old")]:
-        api.put(KEYS.assignment(m, item), '{"epoch": 1}')
+    published = {"i1": "a", "i2": "a", "i3": "b", "i4": "a", "i5": "gone", "old": "b"}
+    api.txn(publish_ops(KEYS, published))
     for m, item in [("a", "i1"), ("a", "i2"), ("b", "i3"), ("b", "i4"), ("b", "old")]:
         assert api.acquire(KEYS.owner(item), m, sessions[m])
     api.put(KEYS.owner("released"), "a")  # an owner key nobody holds: not an owner
@@ -270,6 +271,20 @@ def test_assignments_for_one_item_and_an_unknown_one(capsys, cluster):
     assert code == 1 and "item 'nope' is not in the workload" in err
     code, _, err = run_admin(capsys, "assignments", item="bad/name")
     assert code == 2 and "invalid item name 'bad/name'" in err
+
+
+def test_status_and_assignments_skip_what_is_not_a_readable_document(capsys, cluster, api):
+    api.put(doc_key(KEYS, "b", bucket_of("i3")), b"not json")  # b's document of i3
+    api.put(f"{KEYS.assignments}b/not-a-bucket", encode(1, ["i1"]))  # not a document key
+    api.put(f"{KEYS.assignments}c", encode(1, ["i1"]))
+    code, out, err = run_admin(capsys, "assignments", json=True)
+    assert code == 0, err
+    rows = {r["item"]: r for r in json.loads(out)}
+    assert (rows["i3"]["assigned"], rows["i3"]["state"]) == (None, "unassigned")
+    assert (rows["i1"]["assigned"], rows["old"]["assigned"]) == ("a", "b")  # the rest is read
+    code, out, err = run_admin(capsys, "status", json=True)
+    assert code == 0, err
+    assert json.loads(out)["unassigned"] == ["i3", "i5"]
 
 
 def test_workload_add_never_overwrites_and_says_which_existed(capsys, api, fake):

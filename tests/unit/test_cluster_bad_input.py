@@ -15,14 +15,19 @@ import json
 
 import gevent
 import pytest
+import structlog.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voltha_gevent.keys import valid_name
+from voltha_gevent.assignment import desired_assignment
+from voltha_gevent.assignment_docs import MalformedDocument, bucket_of, decode, doc_key, encode
+from voltha_gevent.keys import Keys, valid_name
+from voltha_gevent.testing.auditor import published_in_fake, published_once
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
 
 PREFIX = "service/voltha"
+KEYS = Keys(PREFIX)
 ITEMS = [f"item{i:02d}" for i in range(24)]
 NODES = ("a", "b", "c")
 SETTLE = 10.0
@@ -143,35 +148,115 @@ def test_unlocked_member_records_of_strangers_are_not_members_and_get_pruned(clu
 # --------------------------------------------------------------------------- assignments
 
 
-def test_assignments_for_unknown_members_and_items_are_removed(cluster):
-    client = cluster.fake.client()
-    client.kv.put(key("assignments/ghost/item00"), "{}")
-    client.kv.put(key("assignments/a/no-such-item"), "{}")
-    client.kv.put(key("assignments/b/item00/deeper"), "{}")
-    client.kv.put(key("assignments/c"), "{}")
+def documents(c: FakeCluster) -> dict[str, bytes | None]:
+    return {k: v for k, (v, _) in c.fake.dump(key("assignments/")).items()}
 
-    def cleaned() -> bool:
-        dump = cluster.fake.dump(key("assignments/"))
-        return key("assignments/ghost/item00") not in dump and key("assignments/a/no-such-item") not in dump
 
-    assert cluster.wait_until(cleaned, SETTLE), sorted(cluster.fake.dump(key("assignments/")))
+def items_in(c: FakeCluster, doc: str) -> list[str] | None:
+    """The items a document lists; None when it is missing or malformed."""
+    try:
+        return decode(documents(c)[doc])
+    except (KeyError, MalformedDocument):
+        return None
+
+
+def stray_in(bucket: str) -> str:
+    """An item name of no workload whose bucket is ``bucket``."""
+    return next(name for name in (f"no-such-item{n}" for n in range(10_000)) if bucket_of(name) == bucket)
+
+
+def returning_document(c: FakeCluster) -> tuple[str, str, list[str]]:
+    """(key, member, items) of a document whose items the pure function places on the same
+    member again once they are unassigned: the leader will need that bucket again."""
+    published = published_once(c.fake)
+    members = {n: 1.0 for n in NODES}
+    for doc, value in sorted(documents(c).items()):
+        member, listed = doc.split("/")[-2], decode(value)
+        current = {i: m for i, m in published.items() if i not in listed}
+        if all(desired_assignment(members, ITEMS, current)[i] == member for i in listed):
+            return doc, member, listed
+    raise AssertionError("no document whose items go back to its member")
+
+
+def test_a_dead_members_document_is_removed(cluster):
+    ghost = doc_key(KEYS, "ghost", bucket_of("item00"))
+    cluster.fake.client().kv.put(ghost, encode(1, ["item00", stray_in(bucket_of("item00"))]))
+    assert cluster.wait_until(lambda: ghost not in documents(cluster), SETTLE), sorted(documents(cluster))
     assert_intact(cluster)
-    assert "no-such-item" not in cluster.ledger.owners()
+    assert set(cluster.ledger.owners()) == set(ITEMS)
 
 
-def test_an_assignment_deleted_by_hand_is_granted_again(cluster):
-    owner = next(n for n, node in cluster.nodes.items() if "item03" in node.owned())
-    cluster.fake.client().kv.delete(key(f"assignments/{owner}/item03"))
+def test_an_item_not_in_the_workload_is_taken_out_of_the_document(cluster):
+    owner = published_once(cluster.fake)["item00"]
+    stray = stray_in(bucket_of("item00"))  # listed beside item00 in its member's document
+    doc = doc_key(KEYS, owner, bucket_of("item00"))
+    listed = decode(documents(cluster)[doc])
+    cluster.fake.client().kv.put(doc, encode(1, [*listed, stray]))
+    assert cluster.wait_until(lambda: items_in(cluster, doc) == sorted(listed), SETTLE)
+    assert_intact(cluster)
+    assert stray not in cluster.ledger.owners()
+    assert set(published_once(cluster.fake)) == set(ITEMS)
+
+
+def test_keys_that_are_not_member_bucket_documents_are_skipped_and_left_alone(cluster):
+    odd = {key("assignments/a/not-a-bucket"): encode(1, ["item00"]),
+           key("assignments/b/00/deeper"): encode(1, ["item01"]),
+           key("assignments/c"): b"{}",
+           key("assignments/a/0A"): encode(1, ["item02"]),
+           key("assignments/bad name/00"): encode(1, ["item03"])}
+    client = cluster.fake.client()
+    for k, v in odd.items():
+        client.kv.put(k, v)
+    cluster.add_items("one-more")  # a reassignment reads them (and skips them)
+    assert cluster.wait_until(lambda: skipped(cluster) >= len(odd), SETTLE)
+    assert cluster.wait_until(lambda: running_and_converged(cluster, {*ITEMS, "one-more"}), SETTLE)
+    assert cluster.ledger.violations == []
+    assert {k: v for k, v in documents(cluster).items() if k in odd} == odd  # never deleted
+
+
+@pytest.mark.parametrize("value", [
+    b"not json", b"\xff\xfe", b"", b"[]", b'{"epoch": 1}', b'{"items": "item00"}', b'{"items": [7]}',
+    b'{"items": ["bad name"]}', b'{"items": ["x/y"]}',
+    # library bug, reported: decode() takes a null item for none bad; every leader in turn
+    # then crashes on it (bucket_of(None))
+    pytest.param(b'{"items": [null, "item00"]}', marks=pytest.mark.xfail(strict=True, reason="null item")),
+])
+def test_a_malformed_document_is_skipped_and_counted_then_republished(cluster, value):
+    doc, owner, listed = returning_document(cluster)
+    worker = cluster.nodes[owner].worker
+    before = skipped(cluster), worker.stats.skipped_documents
+    with structlog.testing.capture_logs() as logs:
+        cluster.fake.client().kv.put(doc, value)
+        # the worker cannot read it: its items stop; it counts and logs the skip
+        assert cluster.wait_until(lambda: worker.stats.skipped_documents > before[1], SETTLE)
+        # the leader reads its items as unassigned and grants them again: it rewrites the bucket
+        assert cluster.wait_until(lambda: items_in(cluster, doc) == sorted(listed), SETTLE)
+        assert skipped(cluster) > before[0]
+    assert [e["key"] for e in logs if e["event"] == "entry-skipped"][:1] == [doc]
+    assert_intact(cluster)
+    assert {published_once(cluster.fake)[i] for i in listed} == {owner}
+
+
+def test_an_assignment_document_deleted_by_hand_is_published_again(cluster):
+    owner = published_once(cluster.fake)["item03"]
+    doc = doc_key(KEYS, owner, bucket_of("item03"))
+    listed = documents(cluster)[doc]
+    cluster.fake.client().kv.delete(doc)
     assert cluster.wait_until(lambda: "item03" not in cluster.ledger.owners(), SETTLE)
+    assert cluster.wait_until(lambda: documents(cluster).get(doc) == listed, SETTLE)
     assert_intact(cluster)
 
 
 def test_a_duplicate_assignment_by_hand_never_runs_twice(cluster):
-    owner = next(n for n, node in cluster.nodes.items() if "item04" in node.owned())
+    owner = published_once(cluster.fake)["item04"]
     other = next(n for n in NODES if n != owner)
-    cluster.fake.client().kv.put(key(f"assignments/{other}/item04"), "{}")
+    doc = doc_key(KEYS, other, bucket_of("item04"))
+    listed = documents(cluster).get(doc)
+    cluster.fake.client().kv.put(doc, encode(1, [*(decode(listed) if listed else []), "item04"]))
     gevent.sleep(0.5)
     assert cluster.ledger.violations == []
+    # the leader keeps it on one of the two (the first by name) and takes it out of the other
+    assert cluster.wait_until(lambda: len(published_in_fake(cluster.fake).get("item04", ())) == 1, SETTLE)
     assert_intact(cluster)
 
 
@@ -258,10 +343,13 @@ def test_a_leader_key_deleted_by_hand_is_taken_again(cluster):
 
 FOLDERS = ["members/", "workload/", "assignments/", "assignments/a/", "assignments/ghost/", "owners/", ""]
 NAMES = st.one_of(
-    st.sampled_from(["leader", "item00", "a", "b", "ghost", "x/y", "", "..", "sp ace", "ü", "q?=&", "%2F"]),
+    st.sampled_from(["leader", "item00", "a", "b", "ghost", "x/y", "", "..", "sp ace", "ü", "q?=&", "%2F",
+                     "00", bucket_of("item00"), "3f", "00/deeper"]),
     st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40),
 )
-VALUES = st.one_of(st.binary(max_size=256), st.sampled_from([b"", b"{}", b"null", b'{"instance_id": 7}']),
+VALUES = st.one_of(st.binary(max_size=256),
+                   st.sampled_from([b"", b"{}", b"null", b'{"instance_id": 7}', encode(1, ["item00"]),
+                                    b'{"items": ["bad name"]}']),
                    st.just(b"\xff" * 70000))
 ENTRIES = st.lists(st.tuples(st.sampled_from(FOLDERS), NAMES, VALUES, st.booleans()), min_size=1, max_size=8)
 

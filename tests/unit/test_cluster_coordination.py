@@ -12,10 +12,14 @@ import gevent
 import pytest
 
 from voltha_gevent.assignment import desired_assignment
+from voltha_gevent.assignment_docs import bucket_of, doc_key, encode
+from voltha_gevent.keys import Keys
+from voltha_gevent.testing.auditor import published_once
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
 
 ITEMS = [f"item{i:03d}" for i in range(60)]
+KEYS = Keys("service/voltha")
 
 
 @pytest.fixture
@@ -27,8 +31,7 @@ def cluster():
 
 def assignment_matches_pure_function(c: FakeCluster) -> bool:
     """The published assignment is what the pure function gives for the live members."""
-    dump = c.fake.dump("service/voltha/assignments/")
-    published = {key.rsplit("/", 1)[1]: key.split("/")[-2] for key in dump}
+    published = published_once(c.fake)
     members = {name: 1.0 for name in c.nodes}
     return published == desired_assignment(members, ITEMS, published)
 
@@ -187,7 +190,8 @@ def test_malformed_entries_are_skipped_and_counted(cluster):
     client = cluster.fake.client()
     client.kv.put("service/voltha/workload/nested/deeper", "x")
     client.kv.put("service/voltha/workload/bad name!", "x")
-    client.kv.put("service/voltha/assignments/ghost/item000", "{}")
+    ghost = doc_key(KEYS, "ghost", bucket_of("item000"))
+    client.kv.put(ghost, encode(1, ["item000"]))
     client.kv.put("service/voltha/assignments/garbage", "{}")
     client.kv.put("service/voltha/workload/binary", b"\xff\xfe\x00")
     node = cluster.add_node("a")
@@ -195,7 +199,8 @@ def test_malformed_entries_are_skipped_and_counted(cluster):
     leader = node.coordinator.leader
     assert leader.stats.skipped_entries >= 2
     assert cluster.handlers["a"].values["binary"] == b"\xff\xfe\x00"
-    assert "service/voltha/assignments/ghost/item000" not in cluster.fake.dump("service/voltha/assignments/")
+    assert ghost not in cluster.fake.dump(KEYS.assignments)
+    assert cluster.fake.dump("service/voltha/assignments/garbage")  # not a document: left alone
     assert cluster.fake.dump("service/voltha/workload/nested/deeper")  # never deleted
 
 

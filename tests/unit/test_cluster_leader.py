@@ -11,12 +11,17 @@ import gevent
 import pytest
 import structlog.testing
 
+from voltha_gevent.assignment_docs import bucket_of, decode, doc_key, encode
 from voltha_gevent.errors import NotLeader
+from voltha_gevent.keys import Keys
+from voltha_gevent.testing.auditor import published_once
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import FakeCluster
 from voltha_gevent.txn import TxnOp
 
 ITEMS = [f"item{i:03d}" for i in range(30)]
+KEYS = Keys("service/voltha")
+FOLDER = KEYS.assignments
 
 
 def test_idle_leader_loop_waits_instead_of_spinning():
@@ -84,12 +89,79 @@ def test_another_writers_edit_is_still_detected_and_corrected():
         assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
         gevent.sleep(0.3)
         leader = cluster.leader().coordinator.leader
+        published = cluster.fake.dump(FOLDER)
         before = leader.stats.reassignments
         client = cluster.fake.client()
-        victim = sorted(k for k in cluster.fake.dump("service/voltha/assignments/"))[0]
-        client.kv.delete(victim)
-        assert cluster.wait_until(lambda: leader.stats.reassignments > before, 10)
-        assert cluster.wait_until(lambda: victim in cluster.fake.dump("service/voltha/assignments/"), 10)
+        victim = sorted(published)[0]  # a whole document deleted by hand
+        with structlog.testing.capture_logs() as logs:
+            client.kv.delete(victim)
+            assert cluster.wait_until(lambda: leader.stats.reassignments > before, 10)
+            assert cluster.wait_until(lambda: cluster.fake.dump(FOLDER) == published, 10)
+        assert [e["missing"] for e in logs if e["event"] == "assignments-changed-elsewhere"] == [1]
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+
+
+def settled_two_node_cluster(cluster: FakeCluster, items: list[str]):
+    cluster.add_items(*items)
+    cluster.add_node("a")
+    cluster.add_node("b")
+    assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+    gevent.sleep(0.3)
+    return cluster.leader().coordinator.leader
+
+
+#: Library bug, reported: AssignmentBook.load files every item under bucket_of(item), not under
+#: the key it was read from, so a revoke never rewrites a document that lists an item outside
+#: its own bucket; the stray listing stays (b keeps waiting for the item's lock).
+MISPLACED = pytest.mark.xfail(strict=True,
+                              reason="items listed in a document of another bucket are never revoked")
+
+
+@pytest.mark.parametrize("edit", ["same-bucket", pytest.param("other-bucket", marks=MISPLACED)])
+def test_an_item_added_to_another_members_document_is_taken_out_again(edit):
+    """The item of a also listed by b (in b's document of its bucket, or of another bucket):
+    the leader sees the edit, keeps the item on a and restores what it had published."""
+    items = [f"dg{i:03d}" for i in range(20)]
+    with FakeCluster(FakeConsul()) as cluster:
+        leader = settled_two_node_cluster(cluster, items)
+        published = cluster.fake.dump(FOLDER)
+        owners = published_once(cluster.fake)
+        item = next(i for i in items if owners[i] == "a")  # a sorts first: the leader keeps it on a
+        if edit == "same-bucket":
+            bucket = bucket_of(item)
+        else:
+            bucket = next(b for b in (f"{n:02x}" for n in range(64))
+                          if b != bucket_of(item) and doc_key(KEYS, "b", b) not in published)
+        key = doc_key(KEYS, "b", bucket)
+        listed = decode(published[key][0]) if key in published else []
+        before = leader.stats.reassignments
+        with structlog.testing.capture_logs() as logs:
+            cluster.fake.client().kv.put(key, encode(leader.epoch, [*listed, item]))
+            assert cluster.wait_until(lambda: leader.stats.reassignments > before, 10)
+            assert cluster.wait_until(lambda: cluster.fake.dump(FOLDER) == published, 10), \
+                sorted(set(cluster.fake.dump(FOLDER).items()) ^ set(published.items()))
+        assert [e["event"] for e in logs].count("assignments-changed-elsewhere") == 1
+        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+        assert published_once(cluster.fake) == owners
+        assert cluster.ledger.violations == []
+
+
+def test_a_document_rewritten_with_the_same_items_is_noticed_once_and_keeps_them():
+    items = [f"dg{i:03d}" for i in range(20)]
+    with FakeCluster(FakeConsul()) as cluster:
+        leader = settled_two_node_cluster(cluster, items)
+        published = cluster.fake.dump(FOLDER)
+        owners = published_once(cluster.fake)
+        victim = sorted(published)[0]
+        before = leader.stats.reassignments
+        with structlog.testing.capture_logs() as logs:
+            cluster.fake.client().kv.put(victim, encode(leader.epoch + 7, decode(published[victim][0])))
+            assert cluster.wait_until(lambda: leader.stats.reassignments > before, 10)
+            gevent.sleep(0.5)
+        assert [e["event"] for e in logs].count("assignments-changed-elsewhere") == 1
+        assert leader.stats.reassignments == before + 1  # once: no loop on bytes it did not write
+        assert published_once(cluster.fake) == owners
+        assert cluster.converged(set(items))
 
 
 def test_a_new_leaders_first_soak_counts_from_the_departure_it_saw_during_lock_delay():
@@ -119,6 +191,7 @@ def test_a_deposed_leaders_batch_is_rejected_by_consul():
         client.kv.put("service/voltha/leader", None, release=node.coordinator.session.session_id)
         other = client.session.create(ttl=10, lock_delay=0)
         assert client.kv.put("service/voltha/leader", "usurper", acquire=other)
+        key = doc_key(KEYS, "a", bucket_of("x"))
         with pytest.raises(NotLeader):
-            leader._write([TxnOp.set("service/voltha/assignments/a/x", "{}")])
-        assert "service/voltha/assignments/a/x" not in cluster.fake.dump("service/voltha/assignments/")
+            leader._write([TxnOp.set(key, encode(leader.epoch, ["x"]))])
+        assert key not in cluster.fake.dump(FOLDER)

@@ -7,10 +7,12 @@ them; the session is a plain stand-in, not a SessionKeeper).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import structlog.testing
+
+from voltha_gevent.assignment_docs import AssignmentBook, bucket_of, doc_key, encode
 from voltha_gevent.consul_api import ConsulAPI
 from voltha_gevent.keys import Keys
 from voltha_gevent.leader import Leader
@@ -20,6 +22,7 @@ from voltha_gevent.membership import MemberRecord
 from voltha_gevent.metrics import LeaderFigures, NodeMetricsView, render
 from voltha_gevent.retrying import Retrying, RetryStats
 from voltha_gevent.revocation import RevocationStats
+from voltha_gevent.testing.auditor import published_once
 from voltha_gevent.testing.fake_consul import FakeConsul
 from voltha_gevent.testing.nodes import wait_until
 from voltha_gevent.watch import WatchStats
@@ -57,18 +60,60 @@ def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
     worker = Worker(api, api, KEYS, "w1", session, CallbackHandler(lambda item, value: started.append(item),
                                                                     stopped.append),
                     WorkerSettings(soak=0.0, stop_timeout=1.0, watch_wait=2.0))
+    book = AssignmentBook(KEYS, epoch=1)  # as the leader publishes
     for item in ("a", "b"):
         api.put(KEYS.item(item), f"value-{item}")
-        api.put(KEYS.assignment("w1", item), json.dumps({"epoch": 1}))
+    api.txn(book.changes([], [("w1", "a"), ("w1", "b")]))
     worker.session_started(session_id)
     try:
         assert wait_until(lambda: worker.owned() == {"a", "b"})
         assert sorted(started) == ["a", "b"]
         assert worker.ownership("a").value == b"value-a"
-        api.delete(KEYS.assignment("w1", "b"))
+        api.txn(book.changes([("w1", "b")], []))
         assert wait_until(lambda: worker.owned() == {"a"} and stopped == ["b"])
         _, lock = api.get(KEYS.owner("b"))
         assert lock is not None and lock.session is None  # released after on_revoked
+    finally:
+        worker.session_ended(lost=False)
+    assert session.lost == []
+
+
+def test_a_worker_skips_and_counts_an_unreadable_document_once_and_runs_the_rest() -> None:
+    fake = FakeConsul()
+    client = fake.client()
+    api = ConsulAPI(client)
+    session_id = client.session.create(ttl=30, lock_delay=0)
+    session = StandInSession(session_id)
+    session.lease.begin(1, now() + 3600)
+    handler = CallbackHandler(lambda item, value: None, lambda item: None)
+    settings = WorkerSettings(soak=0.0, stop_timeout=1.0, watch_wait=2.0)
+    worker = Worker(api, api, KEYS, "w1", session, handler, settings)
+    assert bucket_of("a") == bucket_of("x") and len({bucket_of(i) for i in "abc"}) == 3
+    shared = doc_key(KEYS, "w1", bucket_of("a"))  # the document of a and x
+    book = AssignmentBook(KEYS, epoch=1)
+    for item in ("a", "b", "c", "x"):
+        api.put(KEYS.item(item), "")
+    api.txn(book.changes([], [("w1", "a"), ("w1", "b"), ("w1", "x")]))
+    worker.session_started(session_id)
+    try:
+        assert wait_until(lambda: worker.owned() == {"a", "b", "x"})
+        with structlog.testing.capture_logs() as logs:
+            api.put(shared, b"not json")
+            assert wait_until(lambda: worker.owned() == {"b"} and worker.stats.skipped_documents == 1)
+            # keys that are not <member>/<bucket> are not documents: neither read nor counted
+            api.put(f"{KEYS.assignments_of('w1')}not-a-bucket", encode(1, ["c"]))
+            api.put(f"{shared}/deeper", encode(1, ["c"]))
+            api.txn(book.changes([], [("w1", "c")]))  # another document changes: the bad one is not re-read
+            assert wait_until(lambda: worker.owned() == {"b", "c"})
+            assert worker.stats.skipped_documents == 1
+            api.put(shared, b'{"epoch": 1, "items": ["a", "bad name"]}')
+            assert wait_until(lambda: worker.stats.skipped_documents == 2)
+        skips = [e for e in logs if e["event"] == "entry-skipped"]
+        assert [(e["key"], e["reason"].split(":")[0]) for e in skips] == [
+            (shared, "not JSON"), (shared, "invalid item name 'bad name'")]
+        api.put(shared, encode(1, ["a", "x"]))  # the leader rewrites it
+        assert wait_until(lambda: worker.owned() == {"a", "b", "c", "x"})
+        assert worker.stats.skipped_documents == 2
     finally:
         worker.session_ended(lost=False)
     assert session.lost == []
@@ -95,8 +140,7 @@ def test_a_leader_assigns_the_workload_without_a_coordinator() -> None:
     leader.start()
     try:
         def assigned() -> dict[str, str]:
-            _, names = api.keys(KEYS.assignments)
-            return {name.rsplit("/", 1)[1]: name.split("/")[-2] for name in names}
+            return published_once(fake, KEYS.prefix)
 
         assert wait_until(lambda: set(assigned()) == items)
         assert set(assigned().values()) == {"m1", "m2"}
