@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 #: Buckets per member. Fixed: readers need not know it, but changing it moves every item's
 #: document (a leader of another count rewrites them all once).
 BUCKETS = 64
-_BUCKET_RE = re.compile(r"^[0-9a-f]{2}$")
+_BUCKET_RE = re.compile(r"[0-9a-f]{2}")  # fullmatch: "$" would also accept "00\n"
 
 
 class MalformedDocument(ValueError):
@@ -57,8 +57,10 @@ def encode(epoch: int, items: Iterable[str]) -> bytes:
     return json.dumps({"epoch": epoch, "items": sorted(items)}, separators=(",", ":")).encode("utf-8")
 
 
-def decode(value: bytes | None) -> list[str]:
-    """The items a document lists; :class:`MalformedDocument` when it is not one."""
+def decode(value: bytes | None, bucket: str | None = None) -> list[str]:
+    """The items a document lists; :class:`MalformedDocument` when it is not one, or when
+    ``bucket`` is given and it lists an item of another bucket (an item only ever lives in
+    its own bucket's document, the one the leader rewrites when the item moves)."""
     try:
         doc = json.loads(value or b"")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -66,9 +68,11 @@ def decode(value: bytes | None) -> list[str]:
     items = doc.get("items") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         raise MalformedDocument('no "items" list')
-    bad = next((i for i in items if not isinstance(i, str) or not valid_name(i)), None)
-    if bad is not None:
-        raise MalformedDocument(f"invalid item name {bad!r}")
+    for item in items:
+        if not isinstance(item, str) or not valid_name(item):
+            raise MalformedDocument(f"invalid item name {item!r}")
+        if bucket is not None and bucket_of(item) != bucket:
+            raise MalformedDocument(f"item {item!r} belongs in bucket {bucket_of(item)}, not {bucket}")
     return items
 
 
@@ -77,7 +81,7 @@ def split_doc_key(folder: str, key: str) -> tuple[str, str] | None:
     if not key.startswith(folder):
         return None
     parts = key[len(folder) :].split("/")
-    if len(parts) != 2 or not valid_name(parts[0]) or not _BUCKET_RE.match(parts[1]):
+    if len(parts) != 2 or not valid_name(parts[0]) or not _BUCKET_RE.fullmatch(parts[1]):
         return None
     return parts[0], parts[1]
 
@@ -95,6 +99,8 @@ class ParsedAssignments:
     raw: dict[str, bytes] = field(default_factory=dict)
     #: (key, reason) of every entry that was skipped.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (member, bucket) of the document keys whose value could not be read.
+    malformed: set[tuple[str, str]] = field(default_factory=set)
 
     def members_of(self, item: str) -> list[str]:
         return sorted(self.assigned.get(item, ()))
@@ -117,12 +123,13 @@ def parse_documents(folder: str, entries: Iterable[KVEntry]) -> ParsedAssignment
                 parsed.skipped.append((entry.key, "not assignments/<member>/<bucket>"))
             continue
         parsed.raw[entry.key] = entry.value or b""
+        member, bucket = split
         try:
-            items = decode(entry.value)
+            items = decode(entry.value, bucket)
         except MalformedDocument as exc:
             parsed.skipped.append((entry.key, str(exc)))
+            parsed.malformed.add(split)
             continue
-        member = split[0]
         for item in items:
             parsed.assigned.setdefault(item, set()).add(member)
     return parsed
@@ -140,6 +147,9 @@ class AssignmentBook:
     :meth:`load` takes what Consul holds; :meth:`changes` applies revocations and grants
     and returns one ``set`` (or ``delete``) per document whose bytes change, already counted
     as published: the caller writes them or halts (a new leader reads everything afresh).
+    The first :meth:`changes` after a :meth:`load` also repairs every document key whose
+    value could not be read: it is the leader's key, so it gets the content the book holds
+    for it, or is deleted.
     """
 
     def __init__(self, keys: Keys, epoch: int) -> None:
@@ -148,6 +158,7 @@ class AssignmentBook:
         self.docs: dict[tuple[str, str], set[str]] = {}
         self.raw: dict[str, bytes] = {}
         self.loaded = False  # read from Consul at least once
+        self.malformed: set[tuple[str, str]] = set()  # documents to repair at the next changes()
 
     def load(self, parsed: ParsedAssignments) -> None:
         self.loaded = True
@@ -157,10 +168,11 @@ class AssignmentBook:
             for member in members:
                 self.docs.setdefault((member, bucket), set()).add(item)
         self.raw = dict(parsed.raw)
+        self.malformed = set(parsed.malformed)
 
     def changes(self, revokes: Iterable[tuple[str, str]], grants: Iterable[tuple[str, str]]) -> list[TxnOp]:
         """Ops for ``(member, item)`` revocations and grants, member by member."""
-        touched = set()
+        touched, self.malformed = self.malformed, set()
         for member, item in revokes:
             place = (member, bucket_of(item))
             self.docs.get(place, set()).discard(item)

@@ -27,7 +27,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_\-.,]{1,256}$")
 
 
 def valid_name(name: str) -> bool:
-    return bool(NAME_RE.match(name)) and name not in (".", "..")
+    return bool(NAME_RE.fullmatch(name)) and name not in (".", "..")  # "$" would accept "a\n"
 
 
 @dataclass(frozen=True)

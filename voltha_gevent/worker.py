@@ -230,14 +230,15 @@ class Worker:
         """The union of this member's documents; only those whose ModifyIndex moved are parsed."""
         documents = {}
         for entry in entries:
-            if split_doc_key(self.keys.assignments, entry.key) is None:
+            split = split_doc_key(self.keys.assignments, entry.key)
+            if split is None:
                 continue  # not a document (the folder itself, or not ours to interpret)
             known = self._documents.get(entry.key)
             if known is not None and known[0] == entry.modify_index:
                 documents[entry.key] = known
                 continue
             try:
-                documents[entry.key] = (entry.modify_index, decode(entry.value))
+                documents[entry.key] = (entry.modify_index, decode(entry.value, split[1]))
             except MalformedDocument as exc:
                 self.stats.skipped_documents += 1
                 log.warning("entry-skipped", key=entry.key, reason=str(exc))

@@ -219,7 +219,7 @@ def test_keys_that_are_not_member_bucket_documents_are_skipped_and_left_alone(cl
     b'{"items": ["bad name"]}', b'{"items": ["x/y"]}',
     # library bug, reported: decode() takes a null item for none bad; every leader in turn
     # then crashes on it (bucket_of(None))
-    pytest.param(b'{"items": [null, "item00"]}', marks=pytest.mark.xfail(strict=True, reason="null item")),
+    b'{"items": [null, "item00"]}',
 ])
 def test_a_malformed_document_is_skipped_and_counted_then_republished(cluster, value):
     doc, owner, listed = returning_document(cluster)

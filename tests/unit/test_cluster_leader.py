@@ -110,14 +110,7 @@ def settled_two_node_cluster(cluster: FakeCluster, items: list[str]):
     return cluster.leader().coordinator.leader
 
 
-#: Library bug, reported: AssignmentBook.load files every item under bucket_of(item), not under
-#: the key it was read from, so a revoke never rewrites a document that lists an item outside
-#: its own bucket; the stray listing stays (b keeps waiting for the item's lock).
-MISPLACED = pytest.mark.xfail(strict=True,
-                              reason="items listed in a document of another bucket are never revoked")
-
-
-@pytest.mark.parametrize("edit", ["same-bucket", pytest.param("other-bucket", marks=MISPLACED)])
+@pytest.mark.parametrize("edit", ["same-bucket", "other-bucket"])
 def test_an_item_added_to_another_members_document_is_taken_out_again(edit):
     """The item of a also listed by b (in b's document of its bucket, or of another bucket):
     the leader sees the edit, keeps the item on a and restores what it had published."""
