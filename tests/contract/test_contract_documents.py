@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from voltha_gevent.assignment_docs import doc_key, encode, read_assignments
+from voltha_gevent.assignment_docs import bucket_of, doc_key, encode, read_assignments
 from voltha_gevent.consul_api import ClientError, ConsulAPI
 from voltha_gevent.errors import ConsulRejected
 from voltha_gevent.keys import Keys
@@ -26,13 +26,18 @@ TOO_LARGE = re.compile(r"^413 Request body\((\d+) bytes\) too large, max size: 5
 
 
 def big_documents(keys: Keys, count: int, size: int) -> dict[str, bytes]:
-    """``count`` documents of about ``size`` bytes each (members m0..m3, buckets 00..)."""
-    docs = {}
-    per_doc = size // len('"olt-00-00000",')
-    for d in range(count):
-        items = [f"olt-{d:02d}-{n:05d}" for n in range(per_doc)]
-        docs[doc_key(keys, f"m{d % 4}", f"{d // 4:02x}")] = encode(1, items)
-    return docs
+    """``count`` documents of about ``size`` bytes each (buckets 00.., members m0..m3)."""
+    per_doc = size // len('"olt-00-000000",')
+    by_bucket: dict[str, list[str]] = {}
+    n = 0
+    while len(by_bucket) < count or min(len(v) for v in by_bucket.values()) < per_doc:
+        name = f"olt-{n // 100_000:02d}-{n % 100_000:06d}"  # an item lives in its own bucket's document
+        bucket = bucket_of(name)
+        if int(bucket, 16) < count and len(by_bucket.setdefault(bucket, [])) < per_doc:
+            by_bucket[bucket].append(name)
+        n += 1
+    return {doc_key(keys, f"m{int(bucket, 16) % 4}", bucket): encode(1, items)
+            for bucket, items in sorted(by_bucket.items())}
 
 
 def test_forty_documents_of_100_kb_go_through_in_batches_under_the_body_cap(
