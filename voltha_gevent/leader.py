@@ -218,7 +218,9 @@ class Leader:
         self._refresh_assignments()
         read = time.monotonic()
         view = self.view
-        current = {item: next(iter(sorted(ms))) for item, ms in view.assigned.items() if ms}
+        # the tie-break for an item published to two members: the first by name
+        current = {item: (next(iter(ms)) if len(ms) == 1 else min(ms))
+                   for item, ms in view.assigned.items() if ms}
         self.desired = self.placement.assign(view.members, view.items, current, self.policy)
         revokes = [(m, item) for item, ms in view.assigned.items() for m in ms
                    if self.desired.get(item) != m]

@@ -50,9 +50,11 @@ def placed_assignment(
 ) -> dict[str, str]:
     """item -> member, as :func:`~voltha_gevent.assignment.desired_assignment` for the
     members that do not drain and the items nobody pinned, plus the active pins."""
-    items = set(items)
+    items = items if isinstance(items, (set, frozenset)) else set(items)
     pinned = active_pins(placement.pins, members, placement.draining, items)
     eligible = {m: w for m, w in members.items() if m not in placement.draining}
+    if not pinned:  # the usual case: no copies of a 100,000-item workload and its result
+        return desired_assignment(eligible, items, current, policy)
     free = items - pinned.keys()
     kept = {item: m for item, m in (current or {}).items() if item in free}
     return {**desired_assignment(eligible, free, kept, policy), **pinned}
