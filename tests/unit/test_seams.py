@@ -48,13 +48,17 @@ class StandInSession:
         self.lost.append(reason)
 
 
-def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
-    fake = FakeConsul()
-    client = fake.client()
-    api = ConsulAPI(client)
+def stand_in_worker_setup() -> tuple[ConsulAPI, str, StandInSession]:
+    """A fake Consul, a session on it and a stand-in for the coordinator's session view."""
+    client = FakeConsul().client()
     session_id = client.session.create(ttl=30, lock_delay=0)
     session = StandInSession(session_id)
     session.lease.begin(1, now() + 3600)
+    return ConsulAPI(client), session_id, session
+
+
+def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
+    api, session_id, session = stand_in_worker_setup()
     started: list[str] = []
     stopped: list[str] = []
     worker = Worker(api, api, KEYS, "w1", session, CallbackHandler(lambda item, value: started.append(item),
@@ -79,12 +83,7 @@ def test_a_worker_runs_its_assignments_without_a_coordinator() -> None:
 
 
 def test_a_worker_skips_and_counts_an_unreadable_document_once_and_runs_the_rest() -> None:
-    fake = FakeConsul()
-    client = fake.client()
-    api = ConsulAPI(client)
-    session_id = client.session.create(ttl=30, lock_delay=0)
-    session = StandInSession(session_id)
-    session.lease.begin(1, now() + 3600)
+    api, session_id, session = stand_in_worker_setup()
     handler = CallbackHandler(lambda item, value: None, lambda item: None)
     settings = WorkerSettings(soak=0.0, stop_timeout=1.0, watch_wait=2.0)
     worker = Worker(api, api, KEYS, "w1", session, handler, settings)
