@@ -30,12 +30,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import structlog
+
 from .entries import KVEntry
 from .keys import Keys, valid_name
 from .txn import TxnOp
 
 if TYPE_CHECKING:
     from .consul_api import ConsulAPI
+
+log = structlog.get_logger(__name__)
 
 #: Buckets per member. Fixed: readers need not know it, but changing it moves every item's
 #: document (a leader of another count rewrites them all once).
@@ -141,6 +145,43 @@ def read_assignments(api: ConsulAPI, keys: Keys, *, consistent: bool = False) ->
     return parse_documents(keys.assignments, entries or [])
 
 
+class MemberDocuments:
+    """A worker's reading of its own documents, one watch delivery after another.
+
+    Only the documents whose ``ModifyIndex`` moved are parsed again (a change rewrites one
+    or two of a member's 64); an unreadable one is counted and skipped, once until it changes.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder  # assignments/ (keys are split against the whole folder)
+        self.skipped = 0
+        self._known: dict[str, tuple[int, list[str]]] = {}  # key -> (ModifyIndex, items)
+
+    def forget(self) -> None:
+        """A new session: its first delivery is read afresh."""
+        self._known = {}
+
+    def items(self, entries: Iterable[KVEntry]) -> set[str]:
+        """The union of the items listed by ``entries`` (a listing of the member's folder)."""
+        known = {}
+        for entry in entries:
+            split = split_doc_key(self.folder, entry.key)
+            if split is None:
+                continue  # not a document (the folder itself, or not ours to interpret)
+            seen = self._known.get(entry.key)
+            if seen is not None and seen[0] == entry.modify_index:
+                known[entry.key] = seen
+                continue
+            try:
+                known[entry.key] = (entry.modify_index, decode(entry.value, split[1]))
+            except MalformedDocument as exc:
+                self.skipped += 1
+                log.warning("entry-skipped", key=entry.key, reason=str(exc))
+                known[entry.key] = (entry.modify_index, [])
+        self._known = known
+        return {item for _, items in known.values() for item in items}
+
+
 class AssignmentBook:
     """The leader's copy of the published documents, and the writes that change them.
 
@@ -203,5 +244,6 @@ def publish_ops(keys: Keys, assignment: Mapping[str, str], epoch: int = 1) -> li
     return book.changes((), sorted((member, item) for item, member in assignment.items()))
 
 
-__all__ = ["BUCKETS", "AssignmentBook", "MalformedDocument", "ParsedAssignments", "bucket_of", "decode",
-           "doc_key", "encode", "parse_documents", "publish_ops", "read_assignments", "split_doc_key"]
+__all__ = ["BUCKETS", "AssignmentBook", "MalformedDocument", "MemberDocuments", "ParsedAssignments",
+           "bucket_of", "decode", "doc_key", "encode", "parse_documents", "publish_ops", "read_assignments",
+           "split_doc_key"]

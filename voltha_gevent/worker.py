@@ -38,7 +38,7 @@ import gevent
 import gevent.event
 import structlog
 
-from .assignment_docs import MalformedDocument, decode, split_doc_key
+from .assignment_docs import MemberDocuments
 from .budget import KILL_TIMEOUT
 from .consul_api import ConsulAPI
 from .entries import KVEntry
@@ -139,7 +139,7 @@ class Worker:
                                        on_change=self.recheck_settled)
         self.tasks: dict[str, ItemTask] = {}
         self.assigned: set[str] = set()
-        self._documents: dict[str, tuple[int, list[str]]] = {}  # key -> (ModifyIndex, items)
+        self.documents = MemberDocuments(keys.assignments)
         self.settled = gevent.event.Event()
         self._session_id: str | None = None
         self._generation = 0
@@ -166,7 +166,7 @@ class Worker:
         self._session_id = session_id
         self._generation = self.session.generation
         self.assigned = set()
-        self._documents = {}
+        self.documents.forget()
         self._dirty.clear()
         watch = self.watch_factory.tree(self.keys.assignments_of(self.instance_id), self._on_assignments,
                                         name="worker-assignments")
@@ -227,24 +227,8 @@ class Worker:
     # Assignments
 
     def _on_assignments(self, entries: list[KVEntry]) -> None:
-        """The union of this member's documents; only those whose ModifyIndex moved are parsed."""
-        documents = {}
-        for entry in entries:
-            split = split_doc_key(self.keys.assignments, entry.key)
-            if split is None:
-                continue  # not a document (the folder itself, or not ours to interpret)
-            known = self._documents.get(entry.key)
-            if known is not None and known[0] == entry.modify_index:
-                documents[entry.key] = known
-                continue
-            try:
-                documents[entry.key] = (entry.modify_index, decode(entry.value, split[1]))
-            except MalformedDocument as exc:
-                self.stats.skipped_documents += 1
-                log.warning("entry-skipped", key=entry.key, reason=str(exc))
-                documents[entry.key] = (entry.modify_index, [])  # logged once, until it changes
-        self._documents = documents
-        assigned = {item for _, items in documents.values() for item in items}
+        assigned = self.documents.items(entries)
+        self.stats.skipped_documents = self.documents.skipped
         if assigned != self.assigned:
             self.settled.clear()  # not settled until the loop has acted on it
         self.assigned = assigned
