@@ -35,7 +35,7 @@ import gevent.pool
 import structlog
 
 from .assignment import AssignmentPolicy
-from .assignment_docs import AssignmentBook, parse_documents
+from .assignment_docs import AssignmentBook, read_assignments
 from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .errors import ConsulRejected, ConsulUnavailable, NotLeader, Stopped, TransactionFailed
@@ -260,10 +260,8 @@ class Leader:
         if self.published.confirmed():
             self.stats.reads_skipped += 1
             return
-        _, entries = self.retry.call(
-            lambda: self.api.list(self.keys.assignments, consistent=True),
-            what="read-assignments")
-        parsed = parse_documents(self.keys.assignments, entries or [])
+        parsed = self.retry.call(lambda: read_assignments(self.api, self.keys, consistent=True),
+                                 what="read-assignments")
         for key, why in parsed.skipped:
             self._skip(key, why)
         self.view.assigned = parsed.assigned
