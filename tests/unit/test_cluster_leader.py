@@ -69,26 +69,26 @@ def test_a_join_costs_one_soak_even_when_a_snapshot_of_its_own_batches_arrives_m
         assert leader.stats.owner_reads == reads  # and no longer once every handover is done
 
 
+def settled_two_node_cluster(cluster: FakeCluster, items: list[str]):
+    cluster.add_items(*items)
+    cluster.add_node("a")
+    cluster.add_node("b")
+    assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
+    gevent.sleep(0.3)
+    return cluster.leader().coordinator.leader
+
+
 def test_a_cold_start_never_reads_owners():
     items = [f"dg{i:03d}" for i in range(100)]
     with FakeCluster(FakeConsul()) as cluster:
-        cluster.add_items(*items)
-        cluster.add_node("a")
-        cluster.add_node("b")
-        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
-        leader = cluster.leader().coordinator.leader
+        leader = settled_two_node_cluster(cluster, items)
         assert leader.stats.owner_reads == 0
 
 
 def test_another_writers_edit_is_still_detected_and_corrected():
     items = [f"dg{i:03d}" for i in range(20)]
     with FakeCluster(FakeConsul()) as cluster:
-        cluster.add_items(*items)
-        cluster.add_node("a")
-        cluster.add_node("b")
-        assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
-        gevent.sleep(0.3)
-        leader = cluster.leader().coordinator.leader
+        leader = settled_two_node_cluster(cluster, items)
         published = cluster.fake.dump(FOLDER)
         before = leader.stats.reassignments
         client = cluster.fake.client()
@@ -99,15 +99,6 @@ def test_another_writers_edit_is_still_detected_and_corrected():
             assert cluster.wait_until(lambda: cluster.fake.dump(FOLDER) == published, 10)
         assert [e["missing"] for e in logs if e["event"] == "assignments-changed-elsewhere"] == [1]
         assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
-
-
-def settled_two_node_cluster(cluster: FakeCluster, items: list[str]):
-    cluster.add_items(*items)
-    cluster.add_node("a")
-    cluster.add_node("b")
-    assert cluster.wait_until(lambda: cluster.converged(set(items)), 10)
-    gevent.sleep(0.3)
-    return cluster.leader().coordinator.leader
 
 
 @pytest.mark.parametrize("edit", ["same-bucket", "other-bucket"])
