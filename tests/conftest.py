@@ -7,6 +7,7 @@ The logic lives in :mod:`voltha_gevent.testing`; keep this file thin.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -32,6 +33,14 @@ def _no_consul_env() -> Iterator[None]:
         for name in CONSUL_ENV_VARS:
             mp.delenv(name, raising=False)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _thawed_heap() -> Iterator[None]:
+    """Nodes freeze the process's heap when they settle (voltha_gevent.heap); a test process
+    builds and drops whole clusters, so each test starts with a collector that sees them all."""
+    yield
+    gc.unfreeze()
 
 
 class _PoolFull(logging.Handler):

@@ -38,6 +38,8 @@ _SETTING_FLAGS = {
     "drain_timeout": "on SIGTERM, seconds to wait for this node's items to be handed over before "
                      "stopping (default 30, 0 = stop at once; a second signal stops at once)",
     "max_loop_stall": "a node whose event loop is stuck this long gives its session up (default 20)",
+    "freeze_heap": "freeze long-lived objects out of the garbage collector's way when the work "
+                   "settles (default true; see voltha_gevent.heap)",
     "watch_wait": "blocking-query wait seconds (default 60)",
     "seed_workload": "demo: create device_group_0001..N if absent, once at start",
     "log_format": "auto, console or json",

@@ -85,6 +85,7 @@ class Config:
     handover_timeout: float = 30.0
     drain_timeout: float = 30.0
     max_loop_stall: float = 20.0
+    freeze_heap: bool = True
     watch_wait: float = 60.0
     seed_workload: int = 0
     log_format: str = "auto"

@@ -25,6 +25,8 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
+from . import heap
+
 if TYPE_CHECKING:
     from .exec_work import ExecStats
     from .leader_state import LeaderStats
@@ -102,6 +104,7 @@ class NodeCollector:
         yield from _node_metrics(view)
         yield from _worker_metrics(view.worker, view.revocations, len(view.stuck()))
         yield from _lease_metrics(view.lease)
+        yield from _heap_metrics()
         leader = view.leader()
         if leader is not None:
             yield from _leader_metrics(leader)
@@ -144,6 +147,13 @@ def _lease_metrics(lease: Lease) -> Iterator[Metric]:
     yield _gauge("lease_remaining_seconds", "seconds the session lease still runs", lease.remaining())
     yield _counter("lease_expiries", "leases that ran out (no confirmed liveness)", lease.expiries)
     yield _counter("lease_stalls", "leases found expired late: the process was stalled", lease.stalls)
+
+
+def _heap_metrics() -> Iterator[Metric]:
+    yield _gauge("heap_frozen_objects", "objects frozen out of the garbage collector's way (process)",
+                 float(heap.frozen()))
+    yield _counter("heap_refreshes", "unfreeze + full collection + freeze runs (process)",
+                   heap.STATS.refreshes)
 
 
 def _leader_metrics(leader: LeaderFigures) -> Iterator[Metric]:

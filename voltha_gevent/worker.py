@@ -38,6 +38,7 @@ import gevent
 import gevent.event
 import structlog
 
+from . import heap
 from .assignment_docs import MemberDocuments
 from .budget import KILL_TIMEOUT
 from .consul_api import ConsulAPI
@@ -104,10 +105,12 @@ class WorkerSettings:
     soak: float = 0.5  # seconds a burst of assignment changes is coalesced
     stop_timeout: float = 4.0
     watch_wait: float = 60.0
+    freeze_heap: bool = True  # freeze what is alive whenever the work settles (voltha_gevent.heap)
 
     @classmethod
     def from_config(cls, config: Config) -> WorkerSettings:
-        return cls(soak=config.worker_soak, stop_timeout=config.stop_timeout, watch_wait=config.watch_wait)
+        return cls(soak=config.worker_soak, stop_timeout=config.stop_timeout, watch_wait=config.watch_wait,
+                   freeze_heap=config.freeze_heap)
 
 
 class Worker:
@@ -132,6 +135,7 @@ class Worker:
         self.lease = session.lease
         self.soak = settings.soak
         self.stop_timeout = settings.stop_timeout
+        self.freeze_heap = settings.freeze_heap
         self.watch_factory = WatchFactory(watch_api, settings.watch_wait)
         self.stats = WorkerStats()
         self.owner_locks = OwnerLocks(self.api, self.keys, self.instance_id)
@@ -318,6 +322,8 @@ class Worker:
         matches = len(tasks) == len(self.assigned) and tasks.keys() == self.assigned
         if self._session_id and matches and not self.revocations.running \
                 and all(t.state is ItemState.RUNNING for t in reversed(tasks.values())):
+            if self.freeze_heap and not self.settled.is_set():
+                heap.settled()  # what runs now is long-lived: out of the full collections' way
             self.settled.set()
         else:
             self.settled.clear()
