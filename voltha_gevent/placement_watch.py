@@ -9,14 +9,13 @@ record, so draining here is the union of both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
-from .assignment import AssignmentPolicy
 from .consul_api import ConsulAPI
 from .entries import KVEntry
 from .keys import Keys, drained_members, parse_pins
 from .membership import MemberRecord
-from .placement import Placement, placed_assignment
+from .placement import Placement
 from .watch import WatchFactory
 
 
@@ -51,9 +50,3 @@ class PlacementWatch:
         """Operator drains plus members that drain themselves, and the pins."""
         draining = self.drains | {m for m, record in members.items() if record.draining}
         return Placement(draining=frozenset(draining), pins=dict(self.pins))
-
-    def assign(self, members: Mapping[str, MemberRecord], items: Iterable[str], current: Mapping[str, str],
-               policy: AssignmentPolicy) -> dict[str, str]:
-        """The desired map under the constraints (see :func:`placed_assignment`)."""
-        weights = {m: record.capacity for m, record in members.items()}
-        return placed_assignment(weights, items, current, self.placement(members), policy)

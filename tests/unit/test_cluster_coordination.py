@@ -205,21 +205,21 @@ def test_malformed_entries_are_skipped_and_counted(cluster):
 
 
 def test_a_change_during_reassignment_schedules_exactly_one_more_run(monkeypatch):
-    import voltha_gevent.placement as placement_module  # the leader plans through placement
+    from voltha_gevent.soak import PlanDraft  # a reassignment takes its plan from the draft
 
-    real = placement_module.desired_assignment
+    real = PlanDraft.desired
     calls = []
 
     with FakeCluster(FakeConsul(), soak=0.2) as c:
-        def slow_first_run(*args, **kwargs):
+        def slow_first_run(draft, inputs):
             calls.append(1)
             if len(calls) == 1:  # the workload changes while the first run computes
                 c.add_items("during-1")
                 c.add_items("during-2")
                 gevent.sleep(0.3)
-            return real(*args, **kwargs)
+            return real(draft, inputs)
 
-        monkeypatch.setattr(placement_module, "desired_assignment", slow_first_run)
+        monkeypatch.setattr(PlanDraft, "desired", slow_first_run)
         c.add_items("x")
         node = c.add_node("a")
         assert c.wait_until(lambda: c.converged({"x", "during-1", "during-2"}), timeout=5)
