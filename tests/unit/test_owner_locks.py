@@ -119,3 +119,29 @@ def test_values_that_cannot_be_read_let_the_locks_go_and_fail_the_acquires(fake:
     assert api.get(KEYS.owner("a"))[1].session is None and api.get(KEYS.owner("b"))[1].session is None
     again = acquire_all(locks, ["a", "b"], session)
     assert again["a"][1].value == b"value-a"  # type: ignore[index]
+
+
+def test_the_next_locks_go_out_while_the_values_of_the_last_ones_are_read(fake: FakeConsul) -> None:
+    items = [f"i{n:03d}" for n in range(63 * 4)]
+    api, _, session = setup(fake, items)
+    locks = OwnerLocks(api, KEYS, "me", concurrency=1)
+    real_txn = api.txn
+    events: list[str] = []
+
+    def txn(ops, **kw):  # type: ignore[no-untyped-def]
+        verb = ops[0].verb
+        events.append(f"{verb}-sent")
+        if verb == "get":
+            gevent.sleep(0.1)  # slow value reads
+        result = real_txn(ops, **kw)
+        events.append(f"{verb}-answered")
+        return result
+
+    api.txn = txn  # type: ignore[method-assign]
+    got = acquire_all(locks, items, session)
+    assert all(isinstance(v, tuple) for v in got.values())
+    # one lock transaction in flight at a time, yet the second is sent before the first
+    # batch's values have been read
+    first_read_answered = events.index("get-answered")
+    assert events.index("lock-sent", events.index("lock-answered")) < first_read_answered
+    assert events.count("lock-sent") == 4 and events.count("get-sent") == 4
