@@ -4,12 +4,13 @@
 seconds, capped at ``max_soak_delay`` after the first change, so that a burst of changes
 costs one reassignment.
 
-Why plan meanwhile. The soak is idle by design. Planning comes after it - the current map from the published
-documents, then the bounded-load ring over every item - and at 100,000 items that took
-0.1-0.3 s of a failover on a loaded machine, between the soak's end and the first write.
-So the leader plans *during* the soak (:meth:`PlanDraft.prepare`), once a short part of it
-passed without a change (a burst of joins would otherwise plan once per member), and the
-reassignment takes that plan (:meth:`PlanDraft.desired`) when its inputs are still equal.
+Why plan meanwhile. The soak is idle by design. Planning came after it - the current map
+from the published documents, then the bounded-load ring over every item - and at 100,000
+items that took 0.1-0.3 s of a failover on a loaded machine, between the soak's end and the
+first write. So the leader plans *during* the soak (:meth:`PlanDraft.prepare`), once a short
+part of it passed without a change (a burst of joins would otherwise plan once per member),
+and the reassignment takes that plan (:meth:`PlanDraft.desired`) when its inputs are still
+equal.
 
 Why reuse is safe: the desired map is a pure function of its inputs - member weights, the
 workload, the current map, drains and pins (:func:`plan`) - and all of them are compared, by
