@@ -6,7 +6,7 @@ CPython's full collection walks every tracked object and runs whenever enough ob
 survived the young collections - here, during every burst of work, exactly when the node is
 busiest. Measured at 100,000 items on 10 node processes (2 cores): full collections of
 0.2-0.9 s in every node during each cold start, leave, join and failover, every one of them
-collecting nothing, and a failover of one member took 6.0-6.4 s instead of 5.2 s: the
+collecting nothing, and a failover of one member took 6.0-6.4 s instead of 5.2-5.7 s: the
 survivors spent a third of their CPU walking their own running items. During such a pause
 no greenlet runs and the heartbeat thread cannot take the GIL.
 
