@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .assignment import AssignmentPolicy
 from .assignment_docs import read_assignments
 from .client_settings import ADMIN_CALL_TIMEOUT
 from .config import Config
@@ -35,7 +36,8 @@ from .entries import MAX_VALUE_BYTES
 from .errors import ConsulRejected, ConsulUnavailable, NotConsulAgent, PermissionDenied, VolthaError
 from .keys import Keys, child_name, drained_members, held_owners, parse_pins, valid_name
 from .membership import MemberRecord, parse_members
-from .placement import Placement, placed_assignment
+from .placement import Placement
+from .soak import plan, plan_inputs
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: At most this many items are named in the text output of ``status``.
@@ -168,10 +170,9 @@ def read_cluster(api: ConsulAPI, keys: Keys) -> ClusterView:
         drains=drained_members(keys.drains, drain_keys),
         pins=parse_pins(keys.pins, pin_entries),
     )
-    current = {item: ms[0] for item, ms in view.assigned.items()}
-    weights = {name: record.capacity for name, record in view.members.items()}
     placement = Placement(frozenset(m for m in view.members if view.draining(m)) | view.drains, view.pins)
-    view.desired = placed_assignment(weights, items, current, placement)
+    # the leader's own plan function, tie-break for an item on two members included
+    view.desired = plan(plan_inputs(view.members, set(items), view.assigned, placement), AssignmentPolicy())
     return view
 
 

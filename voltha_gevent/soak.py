@@ -21,7 +21,7 @@ afresh, fails the comparison and the plan is computed again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import gevent.event
@@ -44,13 +44,13 @@ class PlanInputs:
     placement: Placement
 
 
-def current_owners(assigned: Mapping[str, set[str]]) -> dict[str, str]:
+def current_owners(assigned: Mapping[str, Collection[str]]) -> dict[str, str]:
     """item -> member as published; an item published to two members counts for the first by name."""
     return {item: (next(iter(ms)) if len(ms) == 1 else min(ms)) for item, ms in assigned.items() if ms}
 
 
 def plan_inputs(members: Mapping[str, MemberRecord], items: frozenset[str] | set[str],
-                assigned: Mapping[str, set[str]], placement: Placement) -> PlanInputs:
+                assigned: Mapping[str, Collection[str]], placement: Placement) -> PlanInputs:
     return PlanInputs({m: record.capacity for m, record in members.items()}, items,
                       current_owners(assigned), placement)
 
